@@ -1,0 +1,130 @@
+"""The package's own checkpoint format: a config JSON beside one safetensors file.
+
+```
+folder/
+  pam_config.json       {"format": "perceive-anything", "format_version": 1, "config": {...}, "generation": {...}}
+  model.safetensors     every weight, SAM 2 included (segmenter.*, language.*)
+  tokenizer.json ...    the tokenizer, saved by transformers
+```
+Loading is strict: a missing or unexpected tensor, or a shape mismatch, is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT_NAME = "perceive-anything"
+FORMAT_VERSION = 1
+CONFIG_FILE = "pam_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def _listing(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def strict_load(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error listing every problem at once."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{what} does not match the model: " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def is_native_folder(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def read_native_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a {FORMAT_NAME} checkpoint (format={meta.get('format')!r})")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {meta['format_version']} is newer than this package supports "
+            f"({FORMAT_VERSION}); upgrade perceive-anything"
+        )
+    return meta
+
+
+def save_native(
+    folder: str | Path,
+    model: nn.Module,
+    config_dict: dict[str, Any],
+    tokenizer=None,
+    generation: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (all weights, contiguous, shared tensors de-duplicated by safetensors) and its config."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config_dict}
+    if generation:
+        meta["generation"] = generation
+    if extra:
+        meta.update(extra)
+    save_model(model, str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def load_native_weights(folder: str | Path, model: nn.Module) -> None:
+    """Strictly load ``model.safetensors`` into ``model``; tied weights saved once are re-tied."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    sd = load_file(str(path))
+    expected = model.state_dict()
+    # safetensors' save_model drops one name of each tied pair; restore aliases before the strict check.
+    for name in expected:
+        if name not in sd:
+            alias = _tied_alias(model, name, sd)
+            if alias is not None:
+                sd[name] = sd[alias]
+    strict_load(model, sd, f"{path}")
+
+
+def _tied_alias(model: nn.Module, name: str, sd: dict[str, torch.Tensor]) -> str | None:
+    tensors = dict(model.state_dict(keep_vars=True))
+    target = tensors[name]
+    for other, t in tensors.items():
+        if other != name and other in sd and t is target:
+            return other
+        if other != name and other in sd and t.data_ptr() == target.data_ptr() and t.shape == target.shape:
+            return other
+    return None

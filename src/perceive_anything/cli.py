@@ -1,0 +1,185 @@
+"""``pam`` command line: a thin front end over :class:`perceive_anything.PerceiveAnything`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user error reported as one line on stderr with exit code 2."""
+
+
+def _floats(text: str, n: int | None, what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise CliError(f"{what} {text!r}: expected comma-separated numbers") from None
+    if n is not None and len(vals) != n:
+        raise CliError(f"{what} {text!r}: expected {n} numbers, got {len(vals)}")
+    return vals
+
+
+def _regions_from_args(args) -> list:
+    """Each --box and each --mask is one region; --point clicks form one region (or join the single box)."""
+    import numpy as np
+    from PIL import Image
+
+    regions: list = []
+    for b in args.box or []:
+        regions.append({"box": _floats(b, 4, "--box")})
+    pts, labels = [], []
+    for p in args.point or []:
+        vals = _floats(p, None, "--point")
+        if len(vals) not in (2, 3):
+            raise CliError(f"--point {p!r}: expected x,y or x,y,label")
+        if len(vals) == 3 and vals[2] not in (0.0, 1.0):
+            raise CliError(f"--point {p!r}: unknown label {vals[2]:g}; use 1 (positive) or 0 (negative)")
+        pts.append(vals[:2])
+        labels.append(int(vals[2]) if len(vals) == 3 else 1)
+    if pts:
+        if len(regions) == 1 and args.points_with_box:
+            regions[0].update(points=pts, labels=labels)
+        else:
+            regions.append({"points": pts, "labels": labels})
+    for m in args.mask or []:
+        path = Path(m)
+        try:
+            arr = np.asarray(Image.open(path).convert("L")) > 127
+        except FileNotFoundError:
+            raise CliError(f"--mask {m}: file not found") from None
+        except OSError as err:
+            raise CliError(f"--mask {m}: cannot read image ({err})") from None
+        regions.append({"mask": arr})
+    if not regions:
+        raise CliError("give at least one region: --box x1,y1,x2,y2, --point x,y[,label] or --mask FILE.png")
+    return regions
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="PAM folder (ours or official) or hub id; default: the embedded tiny model")
+    p.add_argument("--sam2", help="SAM 2.1 checkpoint (.pt or hub id) for an official PAM folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on cpu, bfloat16 on cuda")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--sample", action="store_true", help="sample like the official notebooks (temperature 0.1) instead of greedy")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def _load(args):
+    from . import PerceiveAnything
+
+    return PerceiveAnything.from_pretrained(
+        args.model, sam2=args.sam2, device=args.device, dtype=args.dtype, progress=not args.quiet
+    )
+
+
+def _generation_kwargs(args) -> dict:
+    kw = {}
+    if args.max_new_tokens is not None:
+        kw["max_new_tokens"] = args.max_new_tokens
+    if args.sample:
+        kw["preset"] = "official"
+    if args.seed is not None:
+        kw["seed"] = args.seed
+    return kw
+
+
+def cmd_image(args) -> int:
+    from .processing.image import load_image
+
+    try:
+        image = load_image(args.image)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    regions = _regions_from_args(args)
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    pam = _load(args)
+    result = pam.perceive(
+        image, regions, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
+        question=args.question, **_generation_kwargs(args),
+    )
+    result.source = str(args.image)
+    text = result.to_json(indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        if not args.quiet:
+            print(f"wrote {args.json}", file=sys.stderr)
+    else:
+        print(text)
+    if args.overlay:
+        result.draw(image).save(args.overlay)
+        if not args.quiet:
+            print(f"wrote {args.overlay}", file=sys.stderr)
+    return 0
+
+
+def cmd_golden(args) -> int:
+    from .golden import main as golden_main
+
+    return golden_main(args.cases, dump=args.dump, quiet=args.quiet)
+
+
+def cmd_convert(args) -> int:
+    from .checkpoints import convert_official
+
+    out = convert_official(args.model, args.sam2, args.out, sam2_config=args.sam2_config, progress=not args.quiet)
+    print(json.dumps({"saved": str(out)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pam", description="Perceive Anything: segment and describe any region.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("image", help="perceive regions of one image")
+    p.add_argument("image", help="image file")
+    p.add_argument("--box", action="append", help="x1,y1,x2,y2 in pixels (repeatable: one region each)")
+    p.add_argument("--point", action="append", help="x,y[,label] click, label 1 positive (default) / 0 negative; repeatable, all clicks form one region")
+    p.add_argument("--points-with-box", action="store_true", help="add the --point clicks to the single --box region instead of a separate region")
+    p.add_argument("--mask", action="append", help="binary mask PNG of the image's size (repeatable)")
+    p.add_argument("--task", default="detailed_caption", help="label, definition, brief_caption, detailed_caption, question; comma-separated for several")
+    p.add_argument("--question", help="free question (with --task question)")
+    p.add_argument("--lang", default="en", help="en or zh")
+    p.add_argument("--json", help="write the JSON result here (default: stdout)")
+    p.add_argument("--overlay", help="write an overlay PNG/JPEG with masks and captions")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("golden", help="check numerical parity against golden fixtures of the official code")
+    p.add_argument("cases", nargs="+", help="fixture case folders (or a folder holding several)")
+    p.add_argument("--dump", help="also write produced tensors/texts to this folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_golden)
+
+    p = sub.add_parser("convert", help="convert an official PAM folder + SAM 2.1 .pt into this package's format")
+    p.add_argument("model", help="official PAM folder or hub id")
+    p.add_argument("--sam2", required=True, help="SAM 2.1 .pt file or hub id")
+    p.add_argument("--sam2-config", help="official SAM 2.1 yaml (default: a yaml beside the .pt, else the preset named in the file name)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints.hub import HubUnavailableError
+    from .processing.regions import RegionError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, RegionError, HubUnavailableError, FileNotFoundError) as err:
+        print(f"pam: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # bad task / language / checkpoint: the message says which
+        print(f"pam: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

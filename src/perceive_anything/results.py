@@ -1,0 +1,178 @@
+"""Typed results shared by every front end (Python API, CLI, server).
+
+A result owns plain numpy / Python data only, so it can be serialised, pickled to Ray workers or
+sent over HTTP without dragging tensors or the model along.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO run-length encoding (compressed counts as a UTF-8 string) of a boolean (H, W) mask."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`mask_to_rle`; returns a boolean (H, W) array."""
+    from pycocotools import mask as mask_utils
+
+    counts = rle["counts"]
+    coco = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(coco).astype(bool)
+
+
+def mask_to_bbox(mask: np.ndarray) -> list[int] | None:
+    """Tight xyxy box (x2/y2 exclusive) of a boolean mask, or None when the mask is empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+@dataclass
+class Timings:
+    """Wall-clock seconds of each stage of one call."""
+
+    load: float = 0.0
+    encode: float = 0.0
+    segment: float = 0.0
+    perceive: float = 0.0
+    generate: float = 0.0
+    total: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TaskOutput:
+    """The text produced for one task, and the fields parsed out of it."""
+
+    task: str
+    lang: str
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    label: str | None = None
+    definition: str | None = None
+    caption: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"task": self.task, "lang": self.lang, "text": self.text}
+        for k in ("label", "definition", "caption"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        return d
+
+
+@dataclass
+class RegionResult:
+    """Everything PAM says about one prompted region of an image.
+
+    ``mask`` is a boolean (H, W) array at the original image size; ``mask_logits`` (float32, same
+    size) is kept only when asked for because it is large.
+    """
+
+    index: int
+    prompt: dict[str, Any]
+    mask: np.ndarray
+    object_score: float
+    iou: float
+    outputs: list[TaskOutput]
+    mask_logits: np.ndarray | None = None
+
+    @property
+    def present(self) -> bool:
+        """SAM 2's verdict: the object score logit is positive."""
+        return self.object_score > 0
+
+    @property
+    def bbox(self) -> list[int] | None:
+        return mask_to_bbox(self.mask)
+
+    @property
+    def rle(self) -> dict[str, Any]:
+        return mask_to_rle(self.mask)
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def output(self, task: str) -> TaskOutput:
+        for o in self.outputs:
+            if o.task == task:
+                return o
+        raise KeyError(f"task {task!r} was not run for region {self.index}; ran {[o.task for o in self.outputs]}")
+
+    @property
+    def label(self) -> str | None:
+        return next((o.label for o in self.outputs if o.label), None)
+
+    @property
+    def definition(self) -> str | None:
+        return next((o.definition for o in self.outputs if o.definition), None)
+
+    @property
+    def caption(self) -> str | None:
+        return next((o.caption for o in self.outputs if o.caption), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "prompt": self.prompt,
+            "bbox": self.bbox,
+            "area": self.area,
+            "object_score": round(float(self.object_score), 6),
+            "iou": round(float(self.iou), 6),
+            "present": self.present,
+            "mask_rle": self.rle,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass
+class ImageResult:
+    """The result of :meth:`PerceiveAnything.perceive` for one image."""
+
+    image_size: tuple[int, int]  # (width, height)
+    regions: list[RegionResult]
+    timings: Timings = field(default_factory=Timings)
+    model: str = ""
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __getitem__(self, i: int) -> RegionResult:
+        return self.regions[i]
+
+    def __iter__(self):
+        return iter(self.regions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model": self.model,
+            "image_size": {"width": self.image_size[0], "height": self.image_size[1]},
+            "regions": [r.to_dict() for r in self.regions],
+            "timings": self.timings.to_dict(),
+        }
+
+    def to_json(self, **kwargs) -> str:
+        kwargs.setdefault("ensure_ascii", False)
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def draw(self, image, **kwargs):
+        """Overlay masks, boxes and labels on ``image``; see :func:`perceive_anything.visualize.draw_regions`."""
+        from .visualize import draw_regions
+
+        return draw_regions(image, self.regions, **kwargs)

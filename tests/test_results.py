@@ -1,0 +1,32 @@
+import json
+
+import numpy as np
+
+from perceive_anything.results import ImageResult, RegionResult, TaskOutput, mask_to_bbox, mask_to_rle, rle_to_mask
+
+
+def test_rle_round_trip_and_bbox():
+    rng = np.random.default_rng(0)
+    m = rng.random((37, 53)) > 0.6
+    rle = mask_to_rle(m)
+    assert rle["size"] == [37, 53] and isinstance(rle["counts"], str)
+    assert np.array_equal(rle_to_mask(rle), m)
+    e = np.zeros((10, 10), bool)
+    e[2:5, 3:9] = True
+    assert mask_to_bbox(e) == [3, 2, 9, 5]
+    assert mask_to_bbox(np.zeros((4, 4), bool)) is None
+
+
+def test_result_json_is_complete_and_unicode():
+    m = np.zeros((20, 30), bool)
+    m[5:10, 6:16] = True
+    out = TaskOutput(task="label", lang="zh", text="勺子", label="勺子")
+    r = RegionResult(index=0, prompt={"kind": "box", "box": [6, 5, 16, 10]}, mask=m, object_score=2.5, iou=0.9, outputs=[out])
+    res = ImageResult(image_size=(30, 20), regions=[r])
+    d = json.loads(res.to_json())
+    reg = d["regions"][0]
+    assert reg["bbox"] == [6, 5, 16, 10] and reg["area"] == 50 and reg["present"] is True
+    assert np.array_equal(rle_to_mask(reg["mask_rle"]), m)
+    assert reg["outputs"][0]["label"] == "勺子"
+    assert "勺子" in res.to_json()  # not escaped
+    assert r.label == "勺子" and r.output("label").text == "勺子"
