@@ -17,13 +17,17 @@ import torch
 from PIL import Image
 
 from .config import PamConfig
-from .generation import GenerationSettings, generate
+from .generation import GenerationSettings
+from .modeling.language import pad_token_rows
 from .modeling.pam import PamModel
 from .processing import text as text_proc
 from .processing.image import load_image, preprocess_image
 from .processing.prompts import to_sam_points
 from .processing.regions import Region, parse_regions
 from .results import ImageResult, RegionResult, TaskOutput, Timings
+
+IMAGE_TASKS = tuple(name for name, t in text_proc.TASKS.items() if t.media != "video")
+_FIELDS = ("label", "definition", "caption", "answer")
 
 TokenCallback = Callable[[int, str, str], None]
 """Called as ``on_token(region_index, task, text_piece)`` while tokens are generated."""
@@ -109,7 +113,7 @@ class PerceiveAnything:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         loaded = load_pretrained(model, sam2=sam2, sam2_config=sam2_config, progress=progress)
-        pam = loaded.model.to(device=dev, dtype=dt)
+        pam = loaded.model.cast(device=dev, dtype=dt)
         return cls(pam, loaded.tokenizer, loaded.generation, name=loaded.name)
 
     @property
@@ -138,8 +142,11 @@ class PerceiveAnything:
 
     def _settings(self, generation: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
         base = generation or self.generation
-        if overrides.pop("preset", None) == "official":
-            base = GenerationSettings.official(base)
+        preset = overrides.pop("preset", None)
+        if preset == "official":
+            base = base.official_notebook()
+        elif preset not in (None, "greedy"):
+            raise ValueError(f"unknown generation preset {preset!r}; use 'official' or 'greedy'")
         return base.replace(**overrides) if overrides else base
 
     @torch.inference_mode()
@@ -174,8 +181,13 @@ class PerceiveAnything:
         t_start = time.perf_counter()
         tasks = [task] if isinstance(task, str) else list(task)
         if not tasks:
-            raise ValueError("task list is empty; choose from " + ", ".join(text_proc.IMAGE_TASKS))
-        prompts = [text_proc.build_prompt(t, lang, question=question, video=False) for t in tasks]
+            raise ValueError("task list is empty; choose from " + ", ".join(IMAGE_TASKS))
+        for t in tasks:
+            if text_proc.get_task(t).media == "video":
+                raise ValueError(f"task {t!r} is a video task; image tasks are {', '.join(IMAGE_TASKS)}")
+        if "question" in tasks and not (question and question.strip()):
+            raise ValueError("task 'question' needs question='...' (the free question to ask about the region)")
+        prompts = [text_proc.build_prompt(t, lang, question=question) for t in tasks]
         settings = self._settings(generation, dict(generation_overrides))
 
         enc = image if isinstance(image, EncodedImage) else self.encode(image)
@@ -191,24 +203,22 @@ class PerceiveAnything:
         blocks = lang_model.image_visual_block(seg.mid_image_embed, seg.mid_mask_tokens)  # (R, Nv, H)
         timings.perceive = time.perf_counter() - t0
 
-        # One LLM row per (region, task); rows of one task share a length, different tasks are left-padded.
+        # One LLM row per (region, task); rows of different tasks differ in length and are left-padded.
         t0 = time.perf_counter()
         ids_per_task = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts]
         rows = [(r, ti) for r in range(len(parsed)) for ti in range(len(tasks))]
         texts: dict[tuple[int, int], tuple[str, list[int]]] = {}
+        pad_id = settings.pad_token_id if settings.pad_token_id is not None else (settings.eos_token_id or [0])[0]
         for start in range(0, len(rows), max_batch):
             chunk = rows[start : start + max_batch]
-            ids = [ids_per_task[ti] for _, ti in chunk]
+            input_ids, attn = pad_token_rows([ids_per_task[ti] for _, ti in chunk], pad_id, side="left")
             vis = blocks[[r for r, _ in chunk]]
-            embeds, attn = lang_model.build_inputs_embeds(ids, vis)
-            callback = None
-            if on_token is not None:
-                def callback(row: int, token_id: int, piece: str, _chunk=chunk):
-                    r, ti = _chunk[row]
-                    on_token(r, tasks[ti], piece)
-            out = generate(lang_model.llm, embeds, attn, settings, tokenizer=self.tokenizer, on_token=callback)
+            callback = self._token_callback(on_token, chunk, tasks) if on_token is not None else None
+            out = lang_model.generate(
+                input_ids.to(self.device), vis, settings, attention_mask=attn.to(self.device), on_token=callback
+            )
             for row, (r, ti) in enumerate(chunk):
-                token_ids = out.sequences[row]
+                token_ids = out.row_tokens(row)
                 texts[(r, ti)] = (text_proc.decode(self.tokenizer, token_ids), token_ids)
         timings.generate = time.perf_counter() - t0
 
@@ -219,7 +229,7 @@ class PerceiveAnything:
             outputs = []
             for ti, t in enumerate(tasks):
                 txt, token_ids = texts[(r, ti)]
-                fields = text_proc.parse_output(t, txt, lang)
+                fields = {k: v for k, v in text_proc.parse_output(t, txt).items() if k in _FIELDS}
                 outputs.append(TaskOutput(task=t, lang=lang, text=txt, token_ids=list(token_ids), **fields))
             results.append(
                 RegionResult(
@@ -232,8 +242,21 @@ class PerceiveAnything:
                     mask_logits=logits.cpu().numpy() if return_mask_logits else None,
                 )
             )
-        timings.total = time.perf_counter() - t_start + (0 if isinstance(image, EncodedImage) else 0)
+        timings.total = time.perf_counter() - t_start
         return ImageResult(image_size=(enc.width, enc.height), regions=results, timings=timings, model=self.name)
+
+    def _token_callback(self, on_token: TokenCallback, chunk, tasks):
+        """Adapt generation step events to ``on_token(region, task, text_piece)`` with UTF-8-safe deltas."""
+        decoders = [text_proc.IncrementalDecoder(self.tokenizer) for _ in chunk]
+
+        def callback(event):
+            for row in event.active.nonzero().flatten().tolist():
+                piece = decoders[row].push(int(event.tokens[row]))
+                if piece:
+                    r, ti = chunk[row]
+                    on_token(r, tasks[ti], piece)
+
+        return callback
 
     def _segment(self, enc: EncodedImage, regions: list[Region]):
         """Run the SAM heads for every region, batching regions whose prompts have the same shape.

@@ -64,10 +64,11 @@ class TaskOutput:
     label: str | None = None
     definition: str | None = None
     caption: str | None = None
+    answer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {"task": self.task, "lang": self.lang, "text": self.text}
-        for k in ("label", "definition", "caption"):
+        for k in ("label", "definition", "caption", "answer"):
             v = getattr(self, k)
             if v is not None:
                 d[k] = v

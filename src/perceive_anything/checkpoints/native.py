@@ -84,8 +84,8 @@ def save_native(
     generation: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (all weights, contiguous, shared tensors de-duplicated by safetensors) and its config."""
-    from safetensors.torch import save_model
+    """Write ``model``'s weights (tied tensors once, aliases recorded in the metadata) and its config."""
+    from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,16 @@ def save_native(
         meta["generation"] = generation
     if extra:
         meta.update(extra)
-    save_model(model, str(folder / WEIGHTS_FILE))
+    tensors, aliases = {}, {}
+    first_name: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.device, t.data_ptr(), tuple(t.shape), t.stride())
+        if key in first_name:
+            aliases[name] = first_name[key]  # tied weights (e.g. lm_head <- embed_tokens) are stored once
+            continue
+        first_name[key] = name
+        tensors[name] = t.detach().contiguous().cpu()
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "aliases": json.dumps(aliases)})
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
@@ -102,29 +111,17 @@ def save_native(
 
 
 def load_native_weights(folder: str | Path, model: nn.Module) -> None:
-    """Strictly load ``model.safetensors`` into ``model``; tied weights saved once are re-tied."""
+    """Strictly load ``model.safetensors`` into ``model``, restoring the tied aliases."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     sd = load_file(str(path))
-    expected = model.state_dict()
-    # safetensors' save_model drops one name of each tied pair; restore aliases before the strict check.
-    for name in expected:
-        if name not in sd:
-            alias = _tied_alias(model, name, sd)
-            if alias is not None:
-                sd[name] = sd[alias]
+    with safe_open(str(path), "pt") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    for name, source in aliases.items():
+        if source in sd:
+            sd[name] = sd[source]
     strict_load(model, sd, f"{path}")
-
-
-def _tied_alias(model: nn.Module, name: str, sd: dict[str, torch.Tensor]) -> str | None:
-    tensors = dict(model.state_dict(keep_vars=True))
-    target = tensors[name]
-    for other, t in tensors.items():
-        if other != name and other in sd and t is target:
-            return other
-        if other != name and other in sd and t.data_ptr() == target.data_ptr() and t.shape == target.shape:
-            return other
-    return None

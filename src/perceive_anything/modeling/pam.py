@@ -19,11 +19,30 @@ class PamModel(nn.Module):
     State-dict names of the package's own format are ``segmenter.*`` and ``language.*``.
     """
 
-    def __init__(self, config: PamConfig):
+    def __init__(
+        self,
+        config: PamConfig,
+        segmenter: PamSegmenter | None = None,
+        language: PamLanguageModel | None = None,
+    ):
         super().__init__()
         self.config = config
-        self.segmenter = PamSegmenter(config.segmenter)
-        self.language = PamLanguageModel(config)
+        # Parts already built by a checkpoint loader are adopted as they are.
+        self.segmenter = segmenter if segmenter is not None else PamSegmenter(config.segmenter)
+        self.language = language if language is not None else PamLanguageModel(config)
+
+    def cast(self, device=None, dtype=None) -> "PamModel":
+        """``.to(device, dtype)`` that keeps the LLM's RoPE inverse frequencies in float32.
+
+        The official model computes its rotary tables in fp32 even when running in bf16; casting the
+        buffer would round the frequencies and move every position's angle.
+        """
+        rotary = self.language.llm.model.rotary_emb
+        keep = {name: buf.detach().clone().float() for name, buf in rotary.named_buffers(recurse=False)}
+        self.to(device=device, dtype=dtype)
+        for name, buf in keep.items():
+            setattr(rotary, name, buf.to(device=buf.device if device is None else device))
+        return self
 
     @property
     def device(self):
