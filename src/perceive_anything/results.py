@@ -177,3 +177,126 @@ class ImageResult:
         from .visualize import draw_regions
 
         return draw_regions(image, self.regions, **kwargs)
+
+
+@dataclass
+class TrackedObjectResult:
+    """One object tracked through a video: a mask (as COCO RLE, to keep long videos small) and an
+    object score per processed frame, and the LLM's description of what it does."""
+
+    obj_id: int
+    prompt: dict[str, Any]
+    prompt_frame: int
+    rles: list[dict[str, Any]]
+    scores: list[float]
+    outputs: list[TaskOutput] = field(default_factory=list)
+
+    def mask(self, t: int) -> np.ndarray:
+        """Boolean (H, W) mask on the t-th processed frame."""
+        return rle_to_mask(self.rles[t])
+
+    @property
+    def caption(self) -> str | None:
+        return next((o.caption for o in self.outputs if o.caption), None)
+
+    def present(self, t: int) -> bool:
+        return self.scores[t] > 0
+
+    def to_dict(self, masks: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "obj_id": self.obj_id,
+            "prompt": self.prompt,
+            "prompt_frame": self.prompt_frame,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "object_scores": [round(float(s), 5) for s in self.scores],
+        }
+        if masks:
+            d["masks_rle"] = self.rles
+        return d
+
+
+@dataclass
+class VideoResult:
+    """The result of :meth:`PerceiveAnything.perceive_video`.
+
+    ``frame_indices``/``frame_times`` give, for each processed frame, its index and time in the
+    source; ``llm_frames`` are the positions (into the processed frames) that the LLM saw.
+    """
+
+    video_size: tuple[int, int]
+    frame_indices: list[int]
+    frame_times: list[float]
+    llm_frames: list[int]
+    objects: list[TrackedObjectResult]
+    timings: Timings = field(default_factory=Timings)
+    model: str = ""
+    source: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def __getitem__(self, i: int) -> TrackedObjectResult:
+        return self.objects[i]
+
+    def __iter__(self):
+        return iter(self.objects)
+
+    def to_dict(self, masks: bool = True) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model": self.model,
+            "video_size": {"width": self.video_size[0], "height": self.video_size[1]},
+            "num_frames": self.num_frames,
+            "frame_indices": self.frame_indices,
+            "frame_times": [round(t, 4) for t in self.frame_times],
+            "llm_frames": self.llm_frames,
+            "objects": [o.to_dict(masks) for o in self.objects],
+            "timings": self.timings.to_dict(),
+        }
+
+    def to_json(self, masks: bool = True, **kwargs) -> str:
+        kwargs.setdefault("ensure_ascii", False)
+        return json.dumps(self.to_dict(masks), **kwargs)
+
+
+@dataclass
+class CaptionEvent:
+    """One streaming caption: what object ``obj_id`` did during clip ``clip`` (source frames
+    ``start_frame``..``end_frame`` inclusive, ``start_time``..``end_time`` seconds)."""
+
+    clip: int
+    obj_id: int
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    text: str
+    history: str
+    box: list[float] | None
+    present: bool
+    last_box: list[int] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "caption",
+            "clip": self.clip,
+            "obj_id": self.obj_id,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_time": round(self.start_time, 4),
+            "end_time": round(self.end_time, 4),
+            "text": self.text,
+            "history": self.history,
+            "prompt_box": self.box,
+            "last_box": self.last_box,
+            "present": self.present,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compare import TensorCheck, compare_case
+from .compare import TensorCheck, add_fingerprints, compare_case
 
 CaseInputs = dict[str, Any]
 
@@ -232,13 +232,10 @@ _RUNNERS = {"image": _run_image, "video": _run_video, "stream": _run_stream}
 # ---------------------------------------------------------------------------------------------- checking
 
 
-def _layouts(man: dict) -> list[tuple[str, list, list[int] | None]]:
+def _layouts(man: dict) -> list[tuple[str, list]]:
     if man.get("kind") == "stream":
-        return [
-            (c.get("tensor_prefix", f"clip{k}."), c["outputs"]["inputs_embeds_layout"], c["outputs"].get("selected_frame_ids"))
-            for k, c in enumerate(man["clips"])
-        ]
-    return [("", man["outputs"]["inputs_embeds_layout"], man["outputs"].get("selected_frame_ids"))]
+        return [(c.get("tensor_prefix", f"clip{k}."), c["outputs"]["inputs_embeds_layout"]) for k, c in enumerate(man["clips"])]
+    return [("", man["outputs"]["inputs_embeds_layout"])]
 
 
 def _golden_texts(man: dict) -> dict[str, str]:
@@ -268,12 +265,13 @@ def run_case(case_dir: str | Path, dump: str | Path | None = None) -> CaseReport
     except Exception as err:  # a case we cannot run is a failure with its reason, never a skip
         report.error = f"{type(err).__name__}: {err}"
     golden = load_file(str(case_dir / "outputs.safetensors"))
+    add_fingerprints(golden, produced)
     virtual = {}
-    for prefix, layout, selected in _layouts(man):
+    for prefix, layout in _layouts(man):
         for e in layout:
             if e["what"] != "image_tokens":
                 continue
-            fid = selected[e["frame"]] if selected else e["frame"]
+            fid = e["frame"]  # the layout names frames by their index in the call, like the tensors
             emb = golden.get(prefix + "llm.inputs_embeds")
             if emb is not None:
                 virtual[f"{prefix}projector.frame{fid:03d}.image"] = emb[:, e["rows"][0] : e["rows"][1]]

@@ -93,16 +93,11 @@ class VideoSource:
         raise NotImplementedError
 
     def frames(self, sampling: Sampling | None = None) -> Iterator[Frame]:
+        """Decode lazily and yield the sampled frames, in order."""
         s = sampling or Sampling()
         keep: set[int] | None = None
-        if s.count is not None:
-            n = self.info.num_frames
-            if n is None:
-                n = self.count_frames()
-            if n is None:
-                raise VideoError(f"{self.name}: frame count unknown (live source?); sample by stride or fps instead")
-            keep = set(linspace_indices(n - s.start, s.count))
-            keep = {k + s.start for k in keep}
+        if s.count is not None or (s.fps is not None and not self.info.live):
+            keep = set(self.sampled_indices(s))
         next_time = None
         yielded = 0
         for f in self._frames():
@@ -111,7 +106,7 @@ class VideoSource:
             if keep is not None:
                 if f.index not in keep:
                     continue
-            elif s.fps is not None:
+            elif s.fps is not None:  # live source: decide on the fly
                 if next_time is not None and f.time + 1e-6 < next_time:
                     continue
                 next_time = (next_time if next_time is not None else f.time) + 1.0 / s.fps
@@ -121,6 +116,34 @@ class VideoSource:
             yielded += 1
             if s.max_frames is not None and yielded >= s.max_frames:
                 return
+
+    def frame_times(self) -> list[float]:
+        """Presentation time of every frame, without decoding pixels (finite sources only)."""
+        raise NotImplementedError
+
+    def sampled_indices(self, sampling: Sampling | None = None) -> list[int]:
+        """Source indices that :meth:`frames` will yield, computed cheaply up front (finite sources)."""
+        s = sampling or Sampling()
+        if self.info.live:
+            raise VideoError(f"{self.name}: a live source has no frame list; sample by stride or fps while streaming")
+        times = self.frame_times()
+        n = len(times)
+        idx = list(range(s.start, n))
+        if s.count is not None:
+            idx = [i + s.start for i in linspace_indices(n - s.start, s.count)]
+        elif s.fps is not None:
+            keep, next_time = [], None
+            for i in idx:
+                if next_time is not None and times[i] + 1e-6 < next_time:
+                    continue
+                next_time = (next_time if next_time is not None else times[i]) + 1.0 / s.fps
+                keep.append(i)
+            idx = keep
+        else:
+            idx = idx[:: s.stride]
+        if s.max_frames is not None:
+            idx = idx[: s.max_frames]
+        return idx
 
     def count_frames(self) -> int | None:
         return self.info.num_frames
@@ -184,16 +207,24 @@ class FileVideo(VideoSource):
     def count_frames(self) -> int | None:
         if self.live:
             return None
-        if self._info.num_frames is None:
-            # Demux packets only (no decoding) to count frames exactly.
+        return len(self.frame_times())
+
+    def frame_times(self) -> list[float]:
+        # Demux packets only (no decoding): their sorted timestamps are the presentation times.
+        if getattr(self, "_times", None) is None:
             container = self._open()
             try:
                 st = container.streams.video[0]
-                n = sum(1 for p in container.demux(st) if p.size)
+                tb = st.time_base or Fraction(1, 1)
+                pts = sorted(p.pts for p in container.demux(st) if p.size and p.pts is not None)
+            except Exception as err:
+                raise VideoError(f"{self.path}: cannot read the packet index: {err}") from err
             finally:
                 container.close()
-            self._info.num_frames = n
-        return self._info.num_frames
+            t0 = float(pts[0] * tb) if pts else 0.0
+            self._times = [float(p * tb) - t0 for p in pts]
+            self._info.num_frames = len(self._times)
+        return self._times
 
     def _frames(self) -> Iterator[Frame]:
         container = self._open()
@@ -203,9 +234,13 @@ class FileVideo(VideoSource):
             tb = st.time_base or Fraction(1, 1)
             fps = self._info.fps or 0
             idx = 0
+            t0 = None
             try:
                 for frame in container.decode(st):
                     t = float(frame.pts * tb) if frame.pts is not None else (idx / fps if fps else float(idx))
+                    if t0 is None:
+                        t0 = t
+                    t -= t0
                     yield Frame(idx, t, frame.to_image().convert("RGB"))
                     idx += 1
             except Exception as err:
@@ -243,6 +278,9 @@ class FrameFolder(VideoSource):
     def info(self) -> VideoInfo:
         return self._info
 
+    def frame_times(self) -> list[float]:
+        return [i / self.fps if self.fps else float(i) for i in range(len(self.files))]
+
     def _frames(self) -> Iterator[Frame]:
         for i, p in enumerate(self.files):
             try:
@@ -272,6 +310,9 @@ class FrameList(VideoSource):
     @property
     def info(self) -> VideoInfo:
         return self._info
+
+    def frame_times(self) -> list[float]:
+        return [i / self.fps if self.fps else float(i) for i in range(len(self.items))]
 
     def _frames(self) -> Iterator[Frame]:
         for i, item in enumerate(self.items):
@@ -351,3 +392,18 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def llm_frame_positions(num_frames: int, llm_frames: int = 16) -> list[int]:
+    """Which of ``num_frames`` tracked frames the LLM sees: the first, then ``linspace(1, n-1, llm_frames-1)``
+    floored — the official rule (reference §6).
+
+    Videos shorter than ``llm_frames`` keep the same rule instead of failing like the official code:
+    frames repeat so the LLM still sees ``llm_frames`` frames laid out as in training (a 1-frame video
+    repeats its only frame; a 2-frame video is [0, 1, 1, ..., 1]).
+    """
+    if num_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if num_frames == 1:
+        return [0] * llm_frames
+    return [0] + np.linspace(1, num_frames - 1, llm_frames - 1).astype(int).tolist()
