@@ -117,6 +117,89 @@ def cmd_image(args) -> int:
     return 0
 
 
+def _video_regions(args) -> list:
+    regions = _regions_from_args(args)
+    return regions
+
+
+def cmd_video(args) -> int:
+    from .processing.video import VideoError, open_video
+
+    try:
+        src = open_video(args.video)
+    except VideoError as err:
+        raise CliError(str(err)) from None
+    regions = _video_regions(args)
+    pam = _load(args)
+    progress = _FrameProgress(args.quiet)
+    result = pam.perceive_video(
+        src, regions, frame=args.frame, task=args.task, lang=args.lang, num_frames=args.frames,
+        stride=args.stride, fps=args.fps, on_frame=progress, **_generation_kwargs(args),
+    )
+    progress.done()
+    result.source = str(args.video)
+    text = result.to_json(masks=not args.no_masks, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    if args.overlay:
+        from .visualize import write_video_overlay
+
+        write_video_overlay(open_video(args.video), result, args.overlay, stride=args.stride, fps=args.fps,
+                            num_frames=args.frames)
+        if not args.quiet:
+            print(f"wrote {args.overlay}", file=sys.stderr)
+    return 0
+
+
+class _FrameProgress:
+    """Frames processed so far, on one stderr line."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.n = 0
+
+    def __call__(self, pos, frame, masks) -> None:
+        self.n += 1
+        if not self.quiet and (self.n % 10 == 0 or self.n == 1):
+            print(f"\r[pam] tracked {self.n} frames (source frame {frame.index})", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if not self.quiet and self.n:
+            print(f"\r[pam] tracked {self.n} frames", file=sys.stderr, flush=True)
+
+
+def cmd_stream(args) -> int:
+    from .processing.video import VideoError, open_video
+
+    source = args.source
+    if source.isdigit():
+        source = int(source)  # webcam index
+    try:
+        src = open_video(source)
+    except VideoError as err:
+        raise CliError(str(err)) from None
+    regions = _video_regions(args)
+    pam = _load(args)
+    progress = _FrameProgress(args.quiet)
+    clip = args.clip if not args.clip.isdigit() else int(args.clip)
+    out = open(args.json, "w", encoding="utf-8") if args.json else sys.stdout
+    try:
+        for event in pam.perceive_stream(
+            src, regions, clip=clip, mode=args.mode, carry_memory=args.carry_memory, stride=args.stride,
+            fps=args.fps, lang=args.lang, max_clips=args.max_clips, on_frame=progress, **_generation_kwargs(args),
+        ):
+            if not args.quiet:
+                print(file=sys.stderr)
+            print(event.to_json(), file=out, flush=True)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    progress.done()
+    return 0
+
+
 def cmd_golden(args) -> int:
     from .golden import main as golden_main
 
@@ -149,6 +232,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_image)
 
+    p = sub.add_parser("video", help="track regions through a video and describe what each object does")
+    p.add_argument("video", help="video file (mp4, mov, mkv, webm, ...) or folder of frames")
+    p.add_argument("--box", action="append", help="x1,y1,x2,y2 on the prompt frame (repeatable: one object each)")
+    p.add_argument("--point", action="append", help="x,y[,label] click on the prompt frame; all clicks form one object")
+    p.add_argument("--points-with-box", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mask", action="append", help="binary mask PNG of the frame size (repeatable)")
+    p.add_argument("--frame", type=int, default=0, help="processed frame the prompts are on (default 0)")
+    p.add_argument("--frames", type=int, help="sample this many frames evenly (the notebooks use 32); default: all")
+    p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
+    p.add_argument("--fps", type=float, help="sample about this many frames per second")
+    p.add_argument("--task", default="video_caption", help="video_caption (default) or question")
+    p.add_argument("--lang", default="en", help="en or zh")
+    p.add_argument("--json", help="write the JSON result here (default: stdout)")
+    p.add_argument("--no-masks", action="store_true", help="leave per-frame mask RLEs out of the JSON")
+    p.add_argument("--overlay", help="write an overlay video (mp4) with masks and captions")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("stream", help="caption regions clip by clip as a video or live source plays (JSON lines)")
+    p.add_argument("source", help="video file, frame folder, webcam index/device (0, /dev/video0) or rtsp/http URL")
+    p.add_argument("--box", action="append", help="x1,y1,x2,y2 on the first frame (repeatable)")
+    p.add_argument("--point", action="append", help="x,y[,label] click on the first frame")
+    p.add_argument("--points-with-box", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mask", action="append", help="binary mask PNG (repeatable)")
+    p.add_argument("--clip", default="32", help="clip length: frames (32) or seconds ('2s')")
+    p.add_argument("--mode", default="released", choices=["released", "paper"], help="clip chaining (see docs)")
+    p.add_argument("--carry-memory", action="store_true", help="keep SAM 2's memory across clips")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--max-clips", type=int)
+    p.add_argument("--lang", default="en")
+    p.add_argument("--json", help="write the JSON lines here instead of stdout")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_stream)
+
     p = sub.add_parser("golden", help="check numerical parity against golden fixtures of the official code")
     p.add_argument("cases", nargs="+", help="fixture case folders (or a folder holding several)")
     p.add_argument("--dump", help="also write produced tensors/texts to this folder")
@@ -170,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .checkpoints.hub import HubUnavailableError
     from .processing.regions import RegionError
+    from .processing.video import VideoError
 
     try:
         return int(args.func(args) or 0)
-    except (CliError, RegionError, HubUnavailableError, FileNotFoundError) as err:
+    except (CliError, RegionError, HubUnavailableError, FileNotFoundError, VideoError) as err:
         print(f"pam: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # bad task / language / checkpoint: the message says which

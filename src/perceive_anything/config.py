@@ -200,3 +200,47 @@ class PamConfig:
         kwargs.setdefault("tie_word_embeddings", True)
         kwargs["rope_scaling"] = None
         return Qwen2Config(**kwargs)
+
+
+def _qwen25(hidden, inter, layers, heads) -> dict[str, Any]:
+    return dict(vocab_size=151936, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=32768,
+                rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=True,
+                use_sliding_window=False, sliding_window=32768, attention_dropout=0.0)
+
+
+def _tiny_shapes() -> PamConfig:
+    # 256-pixel input, a 4-stage Hiera of width 16, a 64-wide SAM head and perceiver, a 2-layer Qwen2:
+    # the same code as PAM-3B, ~1.7 M parameters. The memory width stays 64 because transformers'
+    # Sam2Video memory attention hard-codes it.
+    seg = SegmenterConfig(
+        image_size=256, embed_dim=16, num_heads=1, stages=[1, 1, 2, 1], global_att_blocks=[3],
+        window_spec=[8, 4, 16, 8], backbone_channel_list=[128, 64, 32, 16], d_model=64,
+        memory_attention_num_layers=2, memory_attention_dim_feedforward=256, mem_dim=64,
+        mask_decoder_mlp_dim=256, mask_decoder_num_heads=4, mask_in_chans=8,
+    )
+    per = PerceiverConfig(hidden_size=64, num_heads=4, mlp_dim=256, token_dim=256)
+    llm = dict(vocab_size=2048, hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=8192, rope_theta=1000000.0, rms_norm_eps=1e-6,
+               hidden_act="silu", tie_word_embeddings=True)
+    return PamConfig(segmenter=seg, perceiver=per, llm=llm, tokenizer_vocab_size=2048, name="tiny-shapes")
+
+
+def _released(name: str, llm: dict[str, Any]) -> PamConfig:
+    return PamConfig(segmenter=segmenter_preset("large"), perceiver=PerceiverConfig(), llm=llm,
+                     tokenizer_vocab_size=151665, name=name)
+
+
+# Model presets, in the spirit of segment-anything's build_sam registry.
+PAM_PRESETS = {
+    "pam-3b": lambda: _released("PAM-3B", _qwen25(2048, 11008, 36, 16)),
+    "pam-1.5b": lambda: _released("PAM-1.5B", _qwen25(1536, 8960, 28, 12)),
+    "tiny-shapes": _tiny_shapes,
+}
+
+
+def pam_preset(name: str) -> PamConfig:
+    try:
+        return PAM_PRESETS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown PAM preset {name!r}; choose one of {sorted(PAM_PRESETS)}") from None

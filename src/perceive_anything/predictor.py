@@ -7,10 +7,12 @@ Many regions of one image go through the mask decoder and the LLM as one batch.
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +26,17 @@ from .processing import text as text_proc
 from .processing.image import load_image, preprocess_image
 from .processing.prompts import to_sam_points
 from .processing.regions import Region, parse_regions
-from .results import ImageResult, RegionResult, TaskOutput, Timings
+from .processing.video import Frame, Sampling, VideoError, llm_frame_positions, open_video
+from .results import (
+    CaptionEvent,
+    ImageResult,
+    RegionResult,
+    TaskOutput,
+    Timings,
+    TrackedObjectResult,
+    VideoResult,
+    mask_to_bbox,
+)
 
 IMAGE_TASKS = tuple(name for name, t in text_proc.TASKS.items() if t.media != "video")
 _FIELDS = ("label", "definition", "caption", "answer")
@@ -88,7 +100,12 @@ class PerceiveAnything:
         tokenizer,
         generation: GenerationSettings | None = None,
         name: str = "pam",
+        flush_denormal: bool = True,
     ):
+        if flush_denormal:
+            # Tiny activations (< 1e-38) make x86 CPUs up to 10x slower (measured on SAM 2's encoder with
+            # real images); flushing them to zero changes no result at any meaningful precision.
+            torch.set_flush_denormal(True)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.generation = generation or GenerationSettings()
@@ -245,6 +262,325 @@ class PerceiveAnything:
         timings.total = time.perf_counter() - t_start
         return ImageResult(image_size=(enc.width, enc.height), regions=results, timings=timings, model=self.name)
 
+    # ------------------------------------------------------------------ video
+    def _region_prompt(self, region: Region, wh: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """A checked region as the segmenter's tracking prompt (SAM input coordinates or a mask)."""
+        if region.mask is not None:
+            return {"mask": torch.from_numpy(region.mask).float().to(self.device, self.dtype)}
+        xy, lab = region.sam_points()
+        coords, labels = to_sam_points(xy, lab, wh, self.config.segmenter.image_size, self.dtype)
+        return {"point_coords": coords.to(self.device), "point_labels": labels.to(self.device)}
+
+    def _track(
+        self,
+        frames: Sequence[Frame] | Any,
+        num_frames: int,
+        prompts: dict[int, tuple[int, dict]],
+        wh: tuple[int, int],
+        keep_mids_at: set[int],
+        reverse: bool = False,
+        session=None,
+        on_frame: Callable[[int, Frame, dict], None] | None = None,
+        start: int = 0,
+    ) -> tuple[dict[int, dict[int, Any]], dict[int, list], Any]:
+        """Track objects through ``frames`` (processed one at a time, in order).
+
+        ``prompts``: obj_id -> (position in ``frames`` of its prompt, prompt tensors). Returns
+        (mids: obj -> {position: (mid_image_embed, mid_mask_tokens)} for positions in ``keep_mids_at``,
+        per-object list of (position, rle, score, last boolean mask), the session). Only what is asked
+        for is kept: the session prunes its memory bank, frames are dropped after use.
+        """
+        from .results import mask_to_rle
+
+        seg = self.model.segmenter
+        size = self.config.segmenter.image_size
+        if session is None:
+            session = seg.new_tracking_session(num_frames=num_frames, reverse=reverse)
+        for obj_id, (pos, prompt) in prompts.items():
+            seg.add_prompt(session, pos, obj_id, **prompt)
+        mids: dict[int, dict[int, Any]] = {o: {} for o in prompts}
+        tracks: dict[int, list] = {o: [] for o in prompts}
+        order = range(num_frames - 1, start - 1, -1) if reverse else range(start, num_frames)
+        w, h = wh
+        for pos, frame in zip(order, frames):
+            pixels = preprocess_image(frame.image, size).to(self.device, self.dtype)
+            outs = seg.track_frame(session, pos, pixels)
+            per_frame = {}
+            for obj_id, out in outs.items():
+                logits = seg.postprocess_masks(out.low_res_logits.float(), (h, w))[0, 0]
+                m = (logits > 0).cpu().numpy()
+                tracks.setdefault(obj_id, []).append((pos, mask_to_rle(m), float(out.object_score_logits.float()[0, 0])))
+                per_frame[obj_id] = m
+                if pos in keep_mids_at:
+                    mids.setdefault(obj_id, {})[pos] = (out.mid_image_embed, out.mid_mask_tokens)
+            if on_frame is not None:
+                on_frame(pos, frame, per_frame)
+        return mids, tracks, session
+
+    def _describe_objects(
+        self,
+        mids: dict[int, dict[int, Any]],
+        positions: list[int],
+        prompts_text: list[str],
+        settings: GenerationSettings,
+        on_token=None,
+        tasks: Sequence[str] | None = None,
+    ) -> dict[int, list[tuple[str, list[int]]]]:
+        """One LLM row per (object, prompt) over the frames at ``positions`` (first one at 1/2 scale)."""
+        lang_model = self.model.language
+        objs = sorted(mids)
+        blocks = {}
+        for o in objs:
+            frames = [mids[o][p] for p in positions]
+            blocks[o] = lang_model.video_visual_block(frames, first_flags=[i == 0 for i in range(len(frames))],
+                                                      frame_ids=positions)
+        ids = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts_text]
+        rows = [(o, k) for o in objs for k in range(len(prompts_text))]
+        pad_id = settings.pad_token_id if settings.pad_token_id is not None else (settings.eos_token_id or [0])[0]
+        input_ids, attn = pad_token_rows([ids[k] for _, k in rows], pad_id, side="left")
+        callback = None
+        if on_token is not None:
+            callback = self._token_callback(on_token, rows, list(tasks or prompts_text))
+        out = lang_model.generate(input_ids.to(self.device), [blocks[o] for o, _ in rows], settings,
+                                  attention_mask=attn.to(self.device), on_token=callback)
+        result: dict[int, list[tuple[str, list[int]]]] = {o: [] for o in objs}
+        for row, (o, _) in enumerate(rows):
+            toks = out.row_tokens(row)
+            result[o].append((text_proc.decode(self.tokenizer, toks), toks))
+        return result
+
+    @torch.inference_mode()
+    def perceive_video(
+        self,
+        video: Any,
+        regions: Any,
+        frame: int = 0,
+        task: str | Sequence[str] = "video_caption",
+        lang: str = "en",
+        *,
+        num_frames: int | None = None,
+        stride: int = 1,
+        fps: float | None = None,
+        history: str | None = None,
+        generation: GenerationSettings | None = None,
+        on_token: TokenCallback | None = None,
+        on_frame: Callable[[int, Frame, dict], None] | None = None,
+        **generation_overrides: Any,
+    ) -> VideoResult:
+        """Track ``regions`` (prompted on processed frame ``frame``) through a video and describe each object.
+
+        Args:
+            video: a video file (mp4, mov, mkv, webm...), a folder of frames, a list of images/arrays,
+                or a :class:`~perceive_anything.processing.video.VideoSource`.
+            regions: prompts as for :meth:`perceive`, in the pixel coordinates of the video, given on
+                ``frame`` (an index into the processed frames); one object per region.
+            num_frames / stride / fps: frame sampling (``num_frames`` spreads that many frames evenly,
+                like the official notebooks' 32).
+            history: the previous caption for ``video_caption`` (official offline default: "None").
+
+        Objects are tracked forward from ``frame``; when ``frame > 0`` a second, backward pass covers the
+        earlier frames (those frames are held in memory, resized to the model's input size). The LLM
+        sees 16 frames chosen by the official rule (the first at 1024 tokens); shorter videos repeat
+        frames to fill them (see :func:`~perceive_anything.processing.video.llm_frame_positions`).
+        """
+        t_start = time.perf_counter()
+        tasks = [task] if isinstance(task, str) else list(task)
+        for t in tasks:
+            if text_proc.get_task(t).media == "image":
+                raise ValueError(f"task {t!r} is an image task; video tasks are video_caption and question")
+        question = generation_overrides.pop("question", None)
+        prompts_text = [text_proc.build_prompt(t, lang, history=history, question=question) for t in tasks]
+        settings = self._settings(generation, dict(generation_overrides))
+        source = open_video(video)
+        if source.info.live:
+            raise ValueError("perceive_video needs a finite video; use perceive_stream for live sources")
+        sampling = Sampling(stride=stride, fps=fps, count=num_frames)
+        kept = source.sampled_indices(sampling)
+        n = len(kept)
+        if n == 0:
+            raise VideoError(f"{source.name}: no frame left after sampling")
+        if not 0 <= frame < n:
+            raise ValueError(f"prompt frame {frame} is outside the {n} processed frames")
+        w, h = source.info.width, source.info.height
+        parsed = parse_regions(regions, w, h)
+        prompts = {i + 1: self._region_prompt(r, (w, h)) for i, r in enumerate(parsed)}
+        positions = llm_frame_positions(n, self.config.video_llm_frames)
+        wanted = set(positions)
+        timings = Timings()
+        size = self.config.segmenter.image_size
+
+        t0 = time.perf_counter()
+        times: dict[int, tuple[int, float]] = {}
+        earlier: list[Frame] = []  # frames before the prompt, at the model's input size, for the backward pass
+
+        def forward_frames():
+            for pos, f in enumerate(source.frames(sampling)):
+                times[pos] = (f.index, f.time)
+                if pos <= frame and frame > 0:
+                    earlier.append(Frame(f.index, f.time, _model_input_image(f.image, size)))
+                if pos >= frame:
+                    yield f
+
+        def shifted(callback, offset):
+            return (lambda pos, fr, m: callback(pos + offset, fr, m)) if callback else None
+
+        mids_f, tracks_f, _ = self._track(
+            forward_frames(), n - frame, {o: (0, pr) for o, pr in prompts.items()}, (w, h),
+            {p - frame for p in wanted if p >= frame}, on_frame=shifted(on_frame, frame),
+        )
+        mids = {o: {p + frame: v for p, v in d.items()} for o, d in mids_f.items()}
+        tracks = {o: [(p + frame, r, sc) for p, r, sc in lst] for o, lst in tracks_f.items()}
+        if frame > 0:
+            # Backward pass from the prompt frame (position ``frame`` of a reversed session) down to 0.
+            seq = list(reversed(earlier))
+            earlier.clear()
+            mids_b, tracks_b, _ = self._track(
+                seq, frame + 1, {o: (frame, pr) for o, pr in prompts.items()}, (w, h),
+                {p for p in wanted if p < frame}, reverse=True, on_frame=on_frame,
+            )
+            del seq
+            for o in mids:
+                mids[o].update({p: v for p, v in mids_b.get(o, {}).items() if p < frame})
+                tracks[o] = sorted([t for t in tracks_b.get(o, []) if t[0] < frame] + tracks[o], key=lambda t: t[0])
+        timings.segment = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        texts = self._describe_objects(mids, positions, prompts_text, settings, on_token, tasks)
+        timings.generate = time.perf_counter() - t0
+
+        objects = []
+        for i, region in enumerate(parsed):
+            o = i + 1
+            outs = []
+            for k, t in enumerate(tasks):
+                txt, toks = texts[o][k]
+                fields = {kk: v for kk, v in text_proc.parse_output(t, txt).items() if kk in _FIELDS}
+                outs.append(TaskOutput(task=t, lang=lang, text=txt, token_ids=list(toks), **fields))
+            lst = tracks[o]
+            objects.append(TrackedObjectResult(
+                obj_id=o, prompt=region.describe(), prompt_frame=frame,
+                rles=[r for _, r, _ in lst], scores=[sc for _, _, sc in lst], outputs=outs,
+            ))
+        timings.total = time.perf_counter() - t_start
+        order = sorted(times)
+        return VideoResult(
+            video_size=(w, h), frame_indices=[times[p][0] for p in order], frame_times=[times[p][1] for p in order],
+            llm_frames=positions, objects=objects, timings=timings, model=self.name, source=source.name,
+        )
+
+    def perceive_stream(
+        self,
+        source: Any,
+        regions: Any,
+        *,
+        clip: int | float | str = 32,
+        mode: str = "released",
+        carry_memory: bool = False,
+        stride: int = 1,
+        fps: float | None = None,
+        lang: str = "en",
+        max_clips: int | None = None,
+        generation: GenerationSettings | None = None,
+        on_token: TokenCallback | None = None,
+        on_frame: Callable[[int, Frame, dict], None] | None = None,
+        **generation_overrides: Any,
+    ) -> Iterator[CaptionEvent]:
+        """Caption what each prompted object does, clip after clip, as the source plays.
+
+        Yields one :class:`~perceive_anything.results.CaptionEvent` per object and clip as soon as the
+        clip is described; nothing but the current clip's 16 LLM frames and SAM 2's pruned memory bank
+        is held, so memory stays flat however long the source runs (files, folders, webcams, RTSP/HTTP).
+
+        Args:
+            regions: prompts on the first processed frame (video pixel coordinates).
+            clip: frames per clip (``32`` like the released notebook), or seconds as ``"2s"`` / ``2.0``
+                (converted with the sampled frame rate).
+            mode: ``"released"`` — disjoint clips, each a fresh SAM 2 session prompted with the box of
+                the object's last mask in the previous clip (the released notebook, with its
+                ``visual_prompts`` bug fixed); ``"paper"`` — the previous clip's last frame is carried
+                into the next clip as its first frame, so it gets the 1024-token (2x2) treatment.
+            carry_memory: keep one SAM 2 session for the whole stream instead of re-prompting each clip
+                (smoother tracking through occlusions; off by default to match the released model's
+                clip-level behaviour).
+            stride / fps: frame sampling of the source.
+        """
+        if mode not in ("released", "paper"):
+            raise ValueError(f"unknown streaming mode {mode!r}; use 'released' or 'paper'")
+        settings = self._settings(generation, dict(generation_overrides))
+        src = open_video(source)
+        info = src.info
+        clip_frames = _clip_length(clip, fps or (info.fps / stride if info.fps else None))
+        w, h = info.width, info.height
+        parsed = parse_regions(regions, w, h)
+        objects = {i + 1: r for i, r in enumerate(parsed)}
+        prompts = {o: self._region_prompt(r, (w, h)) for o, r in objects.items()}
+        boxes: dict[int, list[float] | None] = {o: r.describe().get("box") for o, r in objects.items()}
+        history = {o: "None" for o in objects}
+        seg = self.model.segmenter
+        frames = src.frames(Sampling(stride=stride, fps=fps))
+        carried: Frame | None = None
+        session = seg.new_tracking_session(num_frames=None) if carry_memory else None
+        global_pos = 0
+        for k in itertools.count():
+            if max_clips is not None and k >= max_clips:
+                return
+            t0 = time.perf_counter()
+            new = list(itertools.islice(frames, clip_frames))
+            if not new:
+                return
+            clip_list = ([carried] if (mode == "paper" and carried is not None) else []) + new
+            n = len(clip_list)
+            positions = llm_frame_positions(n, self.config.video_llm_frames)
+            last_masks: dict[int, np.ndarray] = {}
+            last_boxes: dict[int, list[int]] = {}
+
+            def remember(pos, fr, masks, _lm=last_masks, _lb=last_boxes):
+                for o, m in masks.items():
+                    _lm[o] = m
+                    b = mask_to_bbox(m)
+                    if b is not None:
+                        _lb[o] = b
+                if on_frame is not None:
+                    on_frame(pos, fr, masks)
+
+            if carry_memory:
+                clip_prompts = {o: (global_pos, pr) for o, pr in prompts.items()} if k == 0 else {}
+                wanted = {global_pos + p for p in positions}
+                mids, _, session = self._track(clip_list, global_pos + n, clip_prompts, (w, h), wanted,
+                                               session=session, on_frame=remember, start=global_pos)
+                mids = {o: {p - global_pos: v for p, v in d.items()} for o, d in mids.items()}
+                for o in objects:
+                    mids.setdefault(o, {})
+            else:
+                mids, _, _ = self._track(clip_list, n, {o: (0, pr) for o, pr in prompts.items()}, (w, h),
+                                         set(positions), on_frame=remember)
+            global_pos += n
+            prompts_text = {o: text_proc.build_prompt("stream_caption", lang, history=history[o]) for o in objects}
+            texts = {}
+            for o in objects:
+                if len(mids.get(o, {})) < len(set(positions)):
+                    continue  # object not tracked on this clip (cannot happen with a prompt on frame 0)
+                texts[o] = self._describe_objects({o: mids[o]}, positions, [prompts_text[o]], settings,
+                                                  on_token, ["stream_caption"])[o][0][0]
+            first, last = clip_list[0], clip_list[-1]
+            for o in objects:
+                text = texts.get(o, "")
+                present = bool(last_masks.get(o) is not None and last_masks[o].any())
+                yield CaptionEvent(
+                    clip=k, obj_id=o, start_frame=first.index, end_frame=last.index, start_time=first.time,
+                    end_time=last.time, text=text, history=history[o], box=boxes[o], present=present,
+                    last_box=last_boxes.get(o), seconds=time.perf_counter() - t0,
+                )
+                history[o] = text
+                # Next clip's prompt: the box of the last mask (or of the last frame that still showed it).
+                if o in last_boxes:
+                    boxes[o] = [float(v) for v in last_boxes[o]]
+                    xy = np.array([[boxes[o][0], boxes[o][1]], [boxes[o][2], boxes[o][3]]])
+                    coords, labels = to_sam_points(xy, np.array([2, 3]), (w, h), self.config.segmenter.image_size, self.dtype)
+                    prompts[o] = {"point_coords": coords.to(self.device), "point_labels": labels.to(self.device)}
+            carried = last
+            del clip_list, new, mids
+
     def _token_callback(self, on_token: TokenCallback, chunk, tasks):
         """Adapt generation step events to ``on_token(region, task, text_piece)`` with UTF-8-safe deltas."""
         decoders = [text_proc.IncrementalDecoder(self.tokenizer) for _ in chunk]
@@ -288,6 +624,30 @@ class PerceiveAnything:
             for j, i in enumerate(idx):
                 parts[i] = (out, j)
         return _gather_segments([parts[i] for i in range(len(regions))])
+
+
+def _clip_length(clip: int | float | str, fps: float | None) -> int:
+    """Frames per clip from ``32`` (frames), ``"2s"`` / ``2.0`` (seconds at ``fps``)."""
+    if isinstance(clip, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds|f|frames)?\s*", clip)
+        if not m:
+            raise ValueError(f"clip {clip!r}: use a frame count like 32 or a duration like '2s'")
+        value, unit = float(m.group(1)), m.group(2) or "f"
+        clip = value if unit.startswith("s") else int(value)
+        if unit.startswith("f") and value != int(value):
+            raise ValueError(f"clip {clip!r}: a frame count must be whole")
+    if isinstance(clip, float):
+        if fps is None:
+            raise ValueError("clip length in seconds needs a frame rate: the source reports none; pass fps=...")
+        clip = max(1, round(clip * fps))
+    if int(clip) < 1:
+        raise ValueError(f"clip length must be at least one frame, got {clip}")
+    return int(clip)
+
+
+def _model_input_image(img: Image.Image, size: int) -> Image.Image:
+    """The frame as the segmenter sees it (PIL bicubic to size x size); resizing it again is exact."""
+    return img.convert("RGB").resize((size, size), Image.BICUBIC)
 
 
 @dataclass

@@ -106,3 +106,22 @@ def draw_regions(image, regions, alpha: float = 0.45) -> Image.Image:
         prompts=[r.prompt for r in regions],
         alpha=alpha,
     )
+
+
+def write_video_overlay(source, result, path, stride: int = 1, fps: float | None = None,
+                        num_frames: int | None = None, alpha: float = 0.45) -> None:
+    """Re-decode ``source`` with the sampling of ``result`` and write each frame with every object's mask
+    and its caption drawn in (H.264 mp4 via PyAV)."""
+    from .processing.video import Sampling, VideoWriter
+
+    sampling = Sampling(stride=stride, fps=fps, count=num_frames)
+    out_fps = fps or ((source.info.fps or 10.0) / stride)
+    captions = [o.caption or (o.outputs[0].text if o.outputs else "") for o in result.objects]
+    colors = [palette(i) for i in range(len(result.objects))]
+    with VideoWriter(path, fps=out_fps) as writer:
+        for t, frame in enumerate(source.frames(sampling)):
+            if t >= result.num_frames:
+                break
+            masks = [o.mask(t) if t < len(o.rles) else None for o in result.objects]
+            img = draw_overlay(frame.image, masks, captions, colors=colors, alpha=alpha)
+            writer.write(img)

@@ -260,6 +260,7 @@ def run_case(case_dir: str | Path, dump: str | Path | None = None) -> CaseReport
         if runner is None:
             raise ValueError(f"unknown case kind {kind!r} (known: {sorted(_RUNNERS)})")
         loaded = _load_model(case_dir, man)
+        torch.set_flush_denormal(True)  # speed only: see PerceiveAnything.__init__
         with torch.inference_mode():
             runner(loaded, case_dir, man, produced, texts)
     except Exception as err:  # a case we cannot run is a failure with its reason, never a skip

@@ -319,6 +319,37 @@ class FrameList(VideoSource):
             yield Frame(i, i / self.fps if self.fps else float(i), _to_image(item, i))
 
 
+class FrameIterator(VideoSource):
+    """Any Python iterable of frames (paths, PIL images or arrays), consumed lazily like a live feed:
+    its length is unknown and nothing is kept once a frame has been used."""
+
+    def __init__(self, frames, fps: float | None = None, size: tuple[int, int] | None = None):
+        self._it = iter(frames)
+        self.fps = fps
+        self.name = "frame iterator"
+        try:
+            first = next(self._it)
+        except StopIteration:
+            raise VideoError("the frame iterator is empty") from None
+        self._first = _to_image(first, 0)
+        w, h = size or self._first.size
+        self._info = VideoInfo(w, h, fps, None, live=True)
+        self._used = False
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def _frames(self) -> Iterator[Frame]:
+        if self._used:
+            raise VideoError("a frame iterator can only be read once")
+        self._used = True
+        first, self._first = self._first, None
+        yield Frame(0, 0.0, first)
+        for i, item in enumerate(self._it, start=1):
+            yield Frame(i, i / self.fps if self.fps else float(i), _to_image(item, i))
+
+
 def _to_image(item, i: int) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
@@ -339,6 +370,8 @@ def open_video(source, fps: float | None = None, **kwargs) -> VideoSource:
         return source
     if isinstance(source, (list, tuple)):
         return FrameList(source, fps=fps)
+    if hasattr(source, "__next__") or (hasattr(source, "__iter__") and not isinstance(source, (str, bytes, os.PathLike))):
+        return FrameIterator(source, fps=fps)
     if isinstance(source, int):
         return FileVideo(f"/dev/video{source}", live=True, format="v4l2", **kwargs)
     s = str(source)
