@@ -214,6 +214,63 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training.recipes import main_train
+
+    return main_train(args)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model: the tiny shapes model (--recipe shapes) or a language stage on PAM-data (--data)",
+        description="Run under torchrun for data parallelism: torchrun --nproc_per_node 2 -m perceive_anything.cli train ...",
+    )
+    p.add_argument("--recipe", choices=["shapes"], help="built-in recipe: the embedded tiny model from scratch")
+    p.add_argument("--out", required=True, help="output model folder (also holds train_log.jsonl and checkpoint/)")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every phase's steps (recipe only)")
+    p.add_argument("--skip-segmenter", action="store_true", help="recipe: keep SAM 2 random/frozen, train only the language stages")
+    p.add_argument("--data", help="PAM-data .yaml / .json / .jsonl (the official training format)")
+    p.add_argument("--model", help="start from this model folder / hub id, or a preset (tiny-shapes, pam-3b, ...)")
+    p.add_argument("--tokenizer", help="tokenizer folder (needed for presets other than tiny-shapes)")
+    p.add_argument("--stage", default="2", choices=["1", "1.5", "2"], help="language stage (see docs)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: --epochs over the data)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=2, help="per process and micro-batch")
+    p.add_argument("--grad-accum", type=int, default=8)
+    p.add_argument("--lora", action="store_true", help="stage 2 with LoRA adapters on the LLM (needs peft)")
+    p.add_argument("--official-label-masking", action="store_true",
+                   help="reproduce the official labels (also trains on template newlines / im_start / im_end)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="gradient checkpointing of the LLM")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--device", help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--image-folder", help="root of relative media paths (default: each data file's folder)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (exact resume)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (recipe 50, data 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo with the embedded model: a generated scene and video, JSON + overlays")
+    p.add_argument("--out", default="./pam-demo", help="output folder for overlays (default ./pam-demo)")
+    p.add_argument("--model", help="model folder (default: the embedded tiny model)")
+    p.add_argument("--seed", type=int, default=7, help="which generated scene / video")
+    p.add_argument("--lang", default="en", help="en or zh")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-video", action="store_true", help="skip the video part")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pam", description="Perceive Anything: segment and describe any region.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    _add_train_parser(sub)
+    _add_demo_parser(sub)
     return parser
 
 

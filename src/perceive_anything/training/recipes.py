@@ -1,0 +1,220 @@
+"""Training recipes behind ``pam train``.
+
+``shapes``: the embedded tiny model, from scratch, on the synthetic shapes world: the SAM 2
+segmenter (image segmentation, then image + video tracking), then PAM's language stages 1, 1.5
+and 2 (see ``training.language``). ``steps_scale`` multiplies every phase's step count (a test
+uses ~0.01; 1.0 is the full recipe, about an hour on 2 CPU cores).
+
+``pam_data``: a language stage on PAM-data records (the official training format) starting from
+a model folder or a preset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .trainer import Phase, TaskMix, Trainer, TrainerConfig, TrainingInterrupted, dist_info
+
+__all__ = ["ShapesRecipe", "SHAPES_RECIPE", "build_shapes_phases", "train_shapes", "train_pam_data"]
+
+
+@dataclass
+class ShapesRecipe:
+    """Step counts and learning rates of the shapes recipe (at ``steps_scale=1``).
+
+    Per-step costs on 2 CPU cores with one torch thread and no other load (measured under load and
+    scaled by the CPU share): SAM image ~0.55 s, SAM image+video ~0.7 s, language stage 1 ~0.3 s,
+    stage 1.5 (4 video rows of 16 frames) ~2.8 s, stage 2 (mixed) ~1.3 s: about 50 minutes in all,
+    most of it in the segmenter phases and language stage 2 (the LLM learns from scratch there).
+    """
+
+    sam_image_steps: int = 1200
+    sam_mix_steps: int = 800
+    sam_lr: float = 1e-3
+    sam_weight_decay: float = 0.05
+    sam_image_batch: int = 8
+    sam_video_batch: int = 2
+    stage1_steps: int = 200
+    stage15_steps: int = 100
+    stage2_steps: int = 1200
+    language_lr: float = 2e-3  # the tiny LLM learns from scratch: higher than a fine-tuning lr
+    language_batch: int = 8
+    warmup: float = 0.05
+
+
+SHAPES_RECIPE = ShapesRecipe()
+
+
+def _scaled(n: int, scale: float) -> int:
+    return max(1, int(math.ceil(n * scale)))
+
+
+def build_shapes_phases(tokenizer, steps_scale: float = 1.0, recipe: ShapesRecipe = SHAPES_RECIPE,
+                        segmenter: bool = True) -> list[Phase]:
+    """The phases of the shapes recipe (segmenter phases first unless ``segmenter=False``)."""
+    from .language import LanguageTask
+
+    r = recipe
+    phases: list[Phase] = []
+    if segmenter:
+        from .segmentation import ImageSegmentationTask, VideoTrackingTask
+
+        image_task = ImageSegmentationTask()
+        phases.append(Phase(image_task, _scaled(r.sam_image_steps, steps_scale), r.sam_lr, r.sam_image_batch,
+                            weight_decay=r.sam_weight_decay, warmup=r.warmup, name="sam-image"))
+        # the memory modules learn once the decoder segments: video tracking joins in the second phase
+        mix = TaskMix([(image_task, 2.0, r.sam_image_batch), (VideoTrackingTask(), 1.0, r.sam_video_batch)],
+                      name="sam-image+video")
+        phases.append(Phase(mix, _scaled(r.sam_mix_steps, steps_scale), r.sam_lr, r.sam_image_batch,
+                            weight_decay=r.sam_weight_decay, warmup=r.warmup, name="sam-image+video"))
+    for stage, steps in (("1", r.stage1_steps), ("1.5", r.stage15_steps), ("2", r.stage2_steps)):
+        phases.append(Phase(LanguageTask(stage, tokenizer=tokenizer), _scaled(steps, steps_scale), r.language_lr,
+                            r.language_batch, warmup=r.warmup, name=f"language-stage{stage}"))
+    return phases
+
+
+def _generation_settings(tokenizer):
+    from ..generation import GenerationSettings
+
+    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    return GenerationSettings(max_new_tokens=96, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+
+
+def _save_final(model, tokenizer, out: Path, name: str, generation=None) -> Path:
+    from ..checkpoints import LoadedModel, save_pretrained
+
+    rank, _ = dist_info()
+    if rank == 0:
+        model.eval()
+        save_pretrained(LoadedModel(model, tokenizer, generation or _generation_settings(tokenizer), name, str(out)), out)
+    return out
+
+
+def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int = 0, resume: bool = False,
+                 checkpoint_every: int = 50, threads: int | None = None, quiet: bool = False,
+                 stop_after: int | None = None, recipe: ShapesRecipe = SHAPES_RECIPE,
+                 segmenter: bool = True, precision: str = "auto") -> Path:
+    """``pam train --recipe shapes``: build the tiny-shapes model and train it; returns ``out``.
+
+    The model folder (``pam_config.json``, ``model.safetensors``, tokenizer) is written to ``out``
+    at the end; ``out/train_log.jsonl`` logs every step and ``out/checkpoint`` allows ``resume``.
+    """
+    from ..config import pam_preset
+    from ..modeling.pam import PamModel
+    from .tokenizer import build_shapes_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # tiny activations make x86 CPUs many times slower
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tokenizer = build_shapes_tokenizer(seed=seed)
+    config = pam_preset("tiny-shapes")
+    config.tokenizer_vocab_size = len(tokenizer)
+    torch.manual_seed(seed)
+    model = PamModel(config)
+    phases = build_shapes_phases(tokenizer, steps_scale, recipe, segmenter=segmenter)
+    trainer = Trainer(model, phases, TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
+                                                  quiet=quiet, stop_after=stop_after, precision=precision))
+    trainer.run()
+    _save_final(model, tokenizer, out, "tiny-shapes")
+    rank, _ = dist_info()
+    if rank == 0:
+        with open(out / Trainer.LOG, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"event": "saved", "path": str(out), "seconds": round(time.time() - t0, 1)}) + "\n")
+    return out
+
+
+def _load_start_model(model: str, tokenizer_path: str | None):
+    """A model folder / hub id (via ``load_pretrained``) or a preset name (fresh weights)."""
+    from ..checkpoints import load_pretrained
+    from ..config import PAM_PRESETS, pam_preset
+    from ..modeling.pam import PamModel
+    from ..processing.text import load_tokenizer
+
+    if model.lower() in PAM_PRESETS and not Path(model).exists():
+        config = pam_preset(model)
+        if tokenizer_path:
+            tokenizer = load_tokenizer(tokenizer_path)
+        elif model.lower() == "tiny-shapes":
+            from .tokenizer import build_shapes_tokenizer
+
+            tokenizer = build_shapes_tokenizer()
+        else:
+            raise ValueError(f"preset {model!r} starts from fresh weights and needs --tokenizer (a Qwen2.5 folder)")
+        config.tokenizer_vocab_size = len(tokenizer)
+        return PamModel(config), tokenizer, None, config.name
+    loaded = load_pretrained(model)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else loaded.tokenizer
+    return loaded.model, tokenizer, loaded.generation, loaded.name
+
+
+def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, *, stage: str = "2",
+                   steps: int | None = None, epochs: float = 1.0, lr: float = 1e-5, batch_size: int = 2,
+                   grad_accum: int = 8, warmup: float = 0.03, weight_decay: float = 0.0, seed: int = 0,
+                   lora: bool = False, official_label_masking: bool = False, gradient_checkpointing: bool = False,
+                   precision: str = "auto", device: str | None = None, resume: bool = False,
+                   checkpoint_every: int = 500, image_folder: str | None = None, tokenizer: str | None = None,
+                   threads: int | None = None, quiet: bool = False) -> Path:
+    """``pam train --data PAM_DATA.yaml --model DIR_OR_PRESET --stage 2``: one language stage on real
+    data. Defaults follow the released stage-2 script (lr 1e-5, cosine, warmup 3 %, weight decay 0,
+    per-device batch 2 x accumulation 8). ``steps`` defaults to ``epochs`` passes over the records."""
+    from .language import LanguageTask, PamDataSource
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    pam, tok, generation, name = _load_start_model(model, tokenizer)
+    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    pam.to(dev)
+    source = PamDataSource.from_path(data, seed=seed, image_folder=image_folder)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; the process group starts in Trainer
+    if steps is None:
+        per_step = batch_size * grad_accum * world
+        steps = max(1, int(math.ceil(epochs * len(source.samples) / per_step)))
+    task = LanguageTask(stage, source, tokenizer=tok, lora=lora, official_label_masking=official_label_masking)
+    phase = Phase(task, steps, lr, batch_size, grad_accum=grad_accum, warmup=warmup, weight_decay=weight_decay,
+                  name=f"language-stage{stage}")
+    trainer = Trainer(pam, [phase], TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
+                                                 gradient_checkpointing=gradient_checkpointing, precision=precision,
+                                                 device=dev, quiet=quiet))
+    trainer.run()
+    pam.to("cpu")
+    return _save_final(pam, tok, out, name, generation)
+
+
+def main_train(args) -> int:
+    """Entry point of ``pam train`` (argparse namespace from ``cli.py``)."""
+    try:
+        if args.recipe:
+            if args.recipe != "shapes":
+                raise ValueError(f"unknown recipe {args.recipe!r}; available: shapes")
+            path = train_shapes(args.out, steps_scale=args.steps_scale, seed=args.seed, resume=args.resume,
+                                checkpoint_every=args.checkpoint_every or 50, threads=args.threads, quiet=args.quiet,
+                                segmenter=not args.skip_segmenter, precision=args.precision)
+        else:
+            if not args.data or not args.model:
+                raise ValueError("pam train needs --recipe shapes, or --data PAM_DATA.yaml with --model DIR_OR_PRESET")
+            path = train_pam_data(args.data, args.model, args.out, stage=args.stage, steps=args.steps,
+                                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                                  seed=args.seed, lora=args.lora, official_label_masking=args.official_label_masking,
+                                  gradient_checkpointing=args.gradient_checkpointing, precision=args.precision,
+                                  device=args.device, resume=args.resume, checkpoint_every=args.checkpoint_every or 500,
+                                  image_folder=args.image_folder, tokenizer=args.tokenizer, threads=args.threads,
+                                  quiet=args.quiet)
+    except TrainingInterrupted as err:  # only with stop_after (tests)
+        print(f"pam: {err}", file=sys.stderr)
+        return 3
+    rank, _ = dist_info()
+    if rank == 0:
+        print(json.dumps({"saved": str(path)}))
+    return 0
