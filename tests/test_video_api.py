@@ -164,3 +164,24 @@ def test_cli_video_errors_are_one_line(tiny_pam_dir, tmp_path):
     assert r.returncode == 2 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr
     r = _pam("stream", "rtsp://127.0.0.1:9/cam", "--box", "1,1,5,5", "--model", str(tiny_pam_dir))
     assert r.returncode == 2 and "cannot open stream" in r.stderr
+
+
+MEDIA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "media"
+
+
+@pytest.mark.skipif(not (MEDIA / "03_bedroom.mp4").exists(), reason="shared sample clips absent")
+def test_cli_on_the_sample_clips(tiny_pam_dir, tmp_path):
+    """pam video / pam stream on the real sample clips (notebook boxes, reference §6/§7)."""
+    out = tmp_path / "bedroom.json"
+    r = _pam("video", str(MEDIA / "03_bedroom.mp4"), "--box", "295,2,534,404", "--frames", "32",
+             "--model", str(tiny_pam_dir), "--json", str(out), "--overlay", str(tmp_path / "bedroom.mp4"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["video_size"] == {"width": 960, "height": 540} and d["num_frames"] == 32
+    assert d["frame_indices"] == np.linspace(0, 199, 32).astype(int).tolist()
+    r = _pam("stream", str(MEDIA / "02_juggle.mp4"), "--box", "587,32,838,682", "--clip", "1s", "--stride", "3",
+             "--max-clips", "2", "--model", str(tiny_pam_dir), "--quiet")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert [e["clip"] for e in events] == [0, 1]
+    assert events[0]["end_frame"] == 21 and events[1]["start_frame"] == 24  # 24 fps / stride 3 -> 8 frames a clip

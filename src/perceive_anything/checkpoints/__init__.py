@@ -139,7 +139,14 @@ def load_official(
     with prog.step(f"loading PAM weights and tokenizer from {pam_dir}"):
         lang = load_official_pam(pam_dir, segmenter=seg_cfg)
     model = PamModel(lang.config, segmenter=segmenter, language=lang.model).eval()
-    return LoadedModel(model, lang.tokenizer, lang.generation, name or pam_dir.name, str(pam_dir))
+    return LoadedModel(model, lang.tokenizer, _greedy(lang.generation), name or pam_dir.name, str(pam_dir))
+
+
+def _greedy(settings):
+    """Deterministic by default: a checkpoint's generation_config.json (Qwen's do_sample/temperature/top_p)
+    only decides how to sample once sampling is asked for (``preset="official"``); its repetition penalty,
+    top-k and EOS ids stay, as in the official calls (fixture quirk 7)."""
+    return settings.official_greedy(max_new_tokens=512)
 
 
 def load_native(folder: str | Path, progress: bool = False, name: str | None = None) -> LoadedModel:
@@ -225,7 +232,7 @@ def _load_official_preset(folder: Path, sam2_path: Path, preset: str, progress: 
     with prog.step(f"loading PAM weights from {folder}"):
         lang = load_official_pam(folder, segmenter=seg_cfg)
     model = PamModel(lang.config, segmenter=segmenter, language=lang.model).eval()
-    return LoadedModel(model, lang.tokenizer, lang.generation, name, str(folder))
+    return LoadedModel(model, lang.tokenizer, _greedy(lang.generation), name, str(folder))
 
 
 def save_pretrained(loaded: LoadedModel, folder: str | Path) -> Path:
