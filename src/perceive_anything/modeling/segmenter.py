@@ -311,6 +311,10 @@ class SegmenterOutput:
     mid_mask_tokens: Tensor  # (R, 2, C)
     obj_ptr: Tensor  # (R, C)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    # Training support: the *ungated* low-res logits of every mask token (R, num_mask_tokens, L, L).
+    # The -1024 gate above has no gradient, so SAM-style mask losses are computed on these. Not a
+    # golden-fixture tensor (kept out of ``fixture_tensors``); None for the mask-as-output path.
+    multimask_logits: Tensor | None = None
 
     def __len__(self) -> int:
         return self.low_res_logits.shape[0]
@@ -321,7 +325,8 @@ class SegmenterOutput:
         n = len(self)
         kw = {name: getattr(self, name)[sl] for name in _FIXTURE_NAMES}
         extras = {k: (v[sl] if v.shape[:1] == (n,) and n > 1 else v) for k, v in self.extras.items()}
-        return SegmenterOutput(**kw, extras=extras)
+        multi = None if self.multimask_logits is None else self.multimask_logits[sl]
+        return SegmenterOutput(**kw, extras=extras, multimask_logits=multi)
 
     def fixture_tensors(self, prefix: str = "") -> dict[str, Tensor]:
         """Every tensor under its golden-fixture name (``prefix`` e.g. ``"sam2.frame000."``)."""
@@ -411,7 +416,26 @@ class PamSegmenter(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.sam.eval()  # frozen SAM: always inference semantics
+        # Always inference semantics, also while training the segmenter (see ``set_trainable``): the
+        # only train/eval difference in SAM 2 is dropout in the memory attention.
+        self.sam.eval()
+        return self
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    def set_trainable(self, trainable: bool = True) -> "PamSegmenter":
+        """Unfreeze (``True``) or freeze (``False``, the default state) every SAM 2 parameter.
+
+        Only ``requires_grad`` changes: the forward computation is the same in both states, so a model
+        trained through ``segment`` / ``track_clip_for_training`` and frozen again computes exactly
+        what a freshly loaded eval model computes. Dropout stays off while training (the module stays
+        in eval mode): losses are then deterministic in the batch (exact resume), and a ~1 M-parameter
+        SAM trained on unlimited synthetic data underfits rather than overfits.
+        """
+        self.requires_grad_(bool(trainable))
+        self.eval()
         return self
 
     @property
@@ -550,6 +574,7 @@ class PamSegmenter(nn.Module):
         if multimask and n_tok > 1:  # not PAM (multimask_output_in_sam False); upstream SAM 2 behaviour
             out_idx = torch.argmax(iou_pred[:, 1:], dim=-1) + 1
         low = masks[rows, out_idx].unsqueeze(1)
+        ungated = masks  # kept for training losses (the gate below has no gradient)
         is_obj = object_score > 0
         low = torch.where(is_obj[:, :, None, None], low, torch.full_like(low, NO_OBJ_SCORE))
         s = cfg.image_size
@@ -568,6 +593,7 @@ class PamSegmenter(nn.Module):
             mid_image_embed=mid_image_embed,
             mid_mask_tokens=mid_mask_tokens,
             obj_ptr=ptr,
+            multimask_logits=ungated,
         )
 
     def _mask_as_output(self, features: ImageFeatures, mask: Tensor) -> SegmenterOutput:
@@ -600,6 +626,7 @@ class PamSegmenter(nn.Module):
         heads.high_res_logits = high
         heads.object_score_logits = (scale * appearing + bias).to(self.dtype)
         heads.obj_ptr = ptr
+        heads.multimask_logits = None  # the output is the prompt itself: nothing to train on it
         return heads
 
     def _prepare_mask(self, mask: Tensor) -> Tensor:
@@ -635,8 +662,15 @@ class PamSegmenter(nn.Module):
         take masks): SAM 2's mask-as-output path (see ``_mask_as_output``): the returned logits are
         the mask itself (+-10), ``mid_*`` come from a SAM-heads run with the mask as dense prompt.
         """
-        if features.batch_size != 1:
-            raise ValueError(f"segment() takes the features of one image; got a batch of {features.batch_size}")
+        num_regions = (mask_inputs if mask_inputs is not None else point_coords).shape[0] if (
+            mask_inputs is not None or point_coords is not None) else 1
+        # Features of one image (broadcast to every region) or, for batched training, one image per
+        # region (row r of the features goes with region r); the computation per row is the same.
+        if features.batch_size not in (1, num_regions):
+            raise ValueError(
+                f"segment() takes the features of one image (or one per region); got a batch of "
+                f"{features.batch_size} for {num_regions} region(s)"
+            )
         if mask_inputs is not None:
             if point_coords is not None:
                 raise ValueError("give either points or mask_inputs for a region batch, not both")
@@ -759,44 +793,107 @@ class PamSegmenter(nn.Module):
             prompt = obj.prompts.pop(frame_idx, None)
             if prompt is None and not obj.started:
                 continue  # not prompted yet
-            is_cond = prompt is not None
-            if prompt is not None and prompt.mask is not None:
-                out = self._mask_as_output(features, prompt.mask)
-                pix_feat = features.image_embed
-            else:
-                if obj.started:
-                    pix_feat = self._memory_conditioned(session, obj, frame_idx, features)
-                else:
-                    pix_feat = features.image_embed + self.sam.no_memory_embedding.reshape(1, -1, 1, 1)
-                coords = prompt.point_coords if prompt is not None else None
-                labels = prompt.point_labels if prompt is not None else None
-                multimask = self._use_multimask(0 if labels is None else labels.shape[1])
-                out = self._sam_heads(pix_feat, features.feat_s0, features.feat_s1, coords, labels, multimask=multimask)
-
-            # memory of this frame: conditioning frames from the binarised mask, rounded to bf16
-            # (official preflight consolidation); tracked frames from sigmoid(logits), model dtype
-            mem = self.sam.encode_memory(
-                features.image_embed, out.high_res_logits, out.object_score_logits, binarize=is_cond
-            )
-            if is_cond:
-                mem = mem.to(torch.bfloat16)
-            frame = TrackedFrame(obj_ptr=out.obj_ptr, maskmem_features=mem)
-            if is_cond:
-                obj.cond_frames[frame_idx] = frame
-                obj.non_cond_frames.pop(frame_idx, None)
-            else:
-                obj.non_cond_frames[frame_idx] = frame
-            if capture:
-                out.extras.update(features.fixture_tensors())
-                out.extras["pix_feat_with_mem"] = pix_feat
-                out.extras["maskmem_features"] = mem
-                if pixel_values is not None:
-                    out.extras["image_input"] = pixel_values
-                if is_cond:
-                    out.extras["mem_enc_input_mask_logits"] = out.high_res_logits
+            out = self._track_object(session, obj, frame_idx, features, prompt, capture=capture)
+            if capture and pixel_values is not None:
+                out.extras["image_input"] = pixel_values
             results[obj.obj_id] = out
         self._prune(session, frame_idx)
         return results
+
+    def _track_object(
+        self,
+        session: TrackingSession,
+        obj: TrackedObject,
+        frame_idx: int,
+        features: ImageFeatures,
+        prompt: TrackingPrompt | None,
+        capture: bool = False,
+    ) -> SegmenterOutput:
+        """One object on one frame: SAM heads (prompted, or memory-conditioned) + this frame's memory.
+
+        Shared by ``track_frame`` (batch 1) and ``track_clip_for_training`` (a batch of B clips tracked
+        in lockstep: every tensor of ``obj`` then has a leading batch of B).
+        """
+        is_cond = prompt is not None
+        if prompt is not None and prompt.mask is not None:
+            out = self._mask_as_output(features, prompt.mask)
+            pix_feat = features.image_embed
+        else:
+            if obj.started:
+                pix_feat = self._memory_conditioned(session, obj, frame_idx, features)
+            else:
+                pix_feat = features.image_embed + self.sam.no_memory_embedding.reshape(1, -1, 1, 1)
+            coords = prompt.point_coords if prompt is not None else None
+            labels = prompt.point_labels if prompt is not None else None
+            multimask = self._use_multimask(0 if labels is None else labels.shape[1])
+            out = self._sam_heads(pix_feat, features.feat_s0, features.feat_s1, coords, labels, multimask=multimask)
+
+        # memory of this frame: conditioning frames from the binarised mask, rounded to bf16
+        # (official preflight consolidation); tracked frames from sigmoid(logits), model dtype
+        mem = self.sam.encode_memory(features.image_embed, out.high_res_logits, out.object_score_logits, binarize=is_cond)
+        if is_cond:
+            mem = mem.to(torch.bfloat16)
+        frame = TrackedFrame(obj_ptr=out.obj_ptr, maskmem_features=mem)
+        if is_cond:
+            obj.cond_frames[frame_idx] = frame
+            obj.non_cond_frames.pop(frame_idx, None)
+        else:
+            obj.non_cond_frames[frame_idx] = frame
+        if capture:
+            out.extras.update(features.fixture_tensors())
+            out.extras["pix_feat_with_mem"] = pix_feat
+            out.extras["maskmem_features"] = mem
+            if is_cond:
+                out.extras["mem_enc_input_mask_logits"] = out.high_res_logits
+        return out
+
+    def track_clip_for_training(
+        self,
+        frames: Tensor | list[ImageFeatures],
+        point_coords: Tensor | None = None,
+        point_labels: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> list[SegmenterOutput]:
+        """Differentiable tracking of one object in each of B clips, prompted on frame 0.
+
+        ``frames``: (B, T, 3, S, S) normalised pixels (encoded here in one batch) or T precomputed
+        ``ImageFeatures`` of batch B. Prompt: ``point_coords`` (B, P, 2) + ``point_labels`` (B, P) in SAM
+        input pixels, or ``mask`` (B, 1, H, W). Returns T outputs of R = B rows. The computation per
+        clip is exactly ``new_tracking_session(num_frames=T)`` + ``add_prompt(frame 0)`` +
+        ``track_frame`` on every frame (same memory bank, pointers, bf16 rounding of the prompted
+        memory), but nothing is detached: gradients reach the image encoder through every frame and
+        the memory attention / memory encoder / object pointers through the memory bank.
+        """
+        if torch.is_tensor(frames):
+            if frames.ndim != 5:
+                raise ValueError(f"frames must be (B, T, 3, S, S); got {tuple(frames.shape)}")
+            b, t = frames.shape[:2]
+            flat = self.encode_image(frames.reshape(b * t, *frames.shape[2:]))
+            feats = [
+                ImageFeatures(*(x.reshape(b, t, *x.shape[1:])[:, i] for x in
+                                (flat.image_embed, flat.image_pos, flat.feat_s0, flat.feat_s1)))
+                for i in range(t)
+            ]
+        else:
+            feats = list(frames)
+        if (mask is None) == (point_coords is None):
+            raise ValueError("give either point_coords/point_labels or a mask")
+        if mask is not None:
+            prompt = TrackingPrompt(mask=self._prepare_mask(mask))
+        else:
+            if point_labels is None or point_coords.ndim != 3 or point_labels.shape != point_coords.shape[:2]:
+                raise ValueError("point_coords must be (B, P, 2) and point_labels (B, P)")
+            prompt = TrackingPrompt(point_coords=point_coords.to(self.device),
+                                    point_labels=point_labels.to(device=self.device, dtype=torch.int32))
+        session = self.new_tracking_session(num_frames=len(feats))
+        obj = TrackedObject(obj_id=0)
+        session.objects[0] = obj
+        outs = []
+        for t, f in enumerate(feats):
+            outs.append(self._track_object(session, obj, t, f, prompt if t == 0 else None))
+            session.last_frame_idx = t
+            self._prune(session, t)
+        return outs
 
     def _memory_conditioned(
         self, session: TrackingSession, obj: TrackedObject, frame_idx: int, features: ImageFeatures
@@ -812,7 +909,9 @@ class PamSegmenter(nn.Module):
         mem_dim = cfg.mem_dim
         nm = cfg.num_maskmem
         tpos = sam.memory_temporal_positional_encoding  # (nm, 1, 1, mem_dim)
-        pos = sam.memory_pos_enc(1, features.image_embed.device, dtype).flatten(2).permute(2, 0, 1)
+        # b = 1 at inference; B clips tracked in lockstep by ``track_clip_for_training``
+        b = features.image_embed.shape[0]
+        pos = sam.memory_pos_enc(b, features.image_embed.device, dtype).flatten(2).permute(2, 0, 1)
 
         memories, memory_pos = [], []
         # conditioning frames (max_cond_frames_in_attn = -1: all of them), temporal slot nm-1
@@ -845,14 +944,14 @@ class PamSegmenter(nn.Module):
         n_ptr_tokens = 0
         if ptrs:
             pos_list, ptr_list = zip(*ptrs)
-            obj_ptrs = torch.stack(ptr_list, dim=0).to(dtype)  # (N, 1, C)
+            obj_ptrs = torch.stack(ptr_list, dim=0).to(dtype)  # (N, b, C)
             t_diff_max = max(max_ptrs - 1, 1)
             rel = torch.tensor(pos_list, device=obj_ptrs.device) / t_diff_max
             obj_pos = sam.temporal_positional_encoding_projection_layer(get_1d_sine_pe(rel, dim=c).to(dtype))
-            obj_pos = obj_pos.unsqueeze(1).expand(-1, 1, mem_dim)
+            obj_pos = obj_pos.unsqueeze(1).expand(-1, b, mem_dim)
             if mem_dim < c:  # each pointer becomes C/mem_dim tokens of width mem_dim
                 split = c // mem_dim
-                obj_ptrs = obj_ptrs.reshape(-1, 1, split, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                obj_ptrs = obj_ptrs.reshape(-1, b, split, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
                 obj_pos = obj_pos.repeat_interleave(split, dim=0)
             memories.append(obj_ptrs)
             memory_pos.append(obj_pos)

@@ -122,6 +122,12 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     config.tokenizer_vocab_size = len(tokenizer)
     torch.manual_seed(seed)
     model = PamModel(config)
+    if segmenter:
+        from .segmentation import init_for_training
+
+        # From scratch, transformers' N(0, 0.02) init leaves the tiny SAM 2 predicting nothing for
+        # hundreds of steps; PyTorch's default init (the official SAM's) does not (see init_for_training).
+        init_for_training(model, seed)
     phases = build_shapes_phases(tokenizer, steps_scale, recipe, segmenter=segmenter)
     trainer = Trainer(model, phases, TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
                                                   quiet=quiet, stop_after=stop_after, precision=precision))
