@@ -56,8 +56,8 @@ def test_strict_native_load_names_every_problem(tiny_pam_dir, tmp_path):
     def reshape(sd):
         sd["language.image_newline"] = torch.zeros(7)
 
-    for edit, message in [(drop, "missing key(s): language.mm_projector_semT.0.weight"),
-                          (extra, "unexpected key(s): language.unused.weight"),
+    for edit, message in [(drop, "missing keys (1):\n    language.mm_projector_semT.0.weight"),
+                          (extra, "unexpected keys (1):\n    language.unused.weight"),
                           (reshape, "language.image_newline: checkpoint (7,) vs model (128,)")]:
         bad = _corrupt(tiny_pam_dir, tmp_path / edit.__name__, edit)
         with pytest.raises(CheckpointError) as err:

@@ -58,6 +58,15 @@ def _regions_from_args(args) -> list:
     return regions
 
 
+def _add_region_args(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--box", action="append", help=f"x1,y1,x2,y2 in pixels {where} (repeatable: one region each)")
+    p.add_argument("--point", action="append",
+                   help=f"x,y[,label] click {where}, label 1 positive (default) / 0 negative; all clicks form one region")
+    p.add_argument("--points-with-box", action="store_true",
+                   help="add the --point clicks to the single --box region instead of a separate region")
+    p.add_argument("--mask", action="append", help="binary mask PNG of the image/frame size (repeatable)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="PAM folder (ours or official) or hub id; default: the embedded tiny model")
     p.add_argument("--sam2", help="SAM 2.1 checkpoint (.pt or hub id) for an official PAM folder")
@@ -117,11 +126,6 @@ def cmd_image(args) -> int:
     return 0
 
 
-def _video_regions(args) -> list:
-    regions = _regions_from_args(args)
-    return regions
-
-
 def cmd_video(args) -> int:
     from .processing.video import VideoError, open_video
 
@@ -129,7 +133,7 @@ def cmd_video(args) -> int:
         src = open_video(args.video)
     except VideoError as err:
         raise CliError(str(err)) from None
-    regions = _video_regions(args)
+    regions = _regions_from_args(args)
     pam = _load(args)
     progress = _FrameProgress(args.quiet)
     result = pam.perceive_video(
@@ -180,7 +184,7 @@ def cmd_stream(args) -> int:
         src = open_video(source)
     except VideoError as err:
         raise CliError(str(err)) from None
-    regions = _video_regions(args)
+    regions = _regions_from_args(args)
     pam = _load(args)
     progress = _FrameProgress(args.quiet)
     clip = args.clip if not args.clip.isdigit() else int(args.clip)
@@ -277,10 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("image", help="perceive regions of one image")
     p.add_argument("image", help="image file")
-    p.add_argument("--box", action="append", help="x1,y1,x2,y2 in pixels (repeatable: one region each)")
-    p.add_argument("--point", action="append", help="x,y[,label] click, label 1 positive (default) / 0 negative; repeatable, all clicks form one region")
-    p.add_argument("--points-with-box", action="store_true", help="add the --point clicks to the single --box region instead of a separate region")
-    p.add_argument("--mask", action="append", help="binary mask PNG of the image's size (repeatable)")
+    _add_region_args(p, "")
     p.add_argument("--task", default="detailed_caption", help="label, definition, brief_caption, detailed_caption, question; comma-separated for several")
     p.add_argument("--question", help="free question (with --task question)")
     p.add_argument("--lang", default="en", help="en or zh")
@@ -291,10 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("video", help="track regions through a video and describe what each object does")
     p.add_argument("video", help="video file (mp4, mov, mkv, webm, ...) or folder of frames")
-    p.add_argument("--box", action="append", help="x1,y1,x2,y2 on the prompt frame (repeatable: one object each)")
-    p.add_argument("--point", action="append", help="x,y[,label] click on the prompt frame; all clicks form one object")
-    p.add_argument("--points-with-box", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--mask", action="append", help="binary mask PNG of the frame size (repeatable)")
+    _add_region_args(p, "on the prompt frame")
     p.add_argument("--frame", type=int, default=0, help="processed frame the prompts are on (default 0)")
     p.add_argument("--frames", type=int, help="sample this many frames evenly (the notebooks use 32); default: all")
     p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
@@ -309,10 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stream", help="caption regions clip by clip as a video or live source plays (JSON lines)")
     p.add_argument("source", help="video file, frame folder, webcam index/device (0, /dev/video0) or rtsp/http URL")
-    p.add_argument("--box", action="append", help="x1,y1,x2,y2 on the first frame (repeatable)")
-    p.add_argument("--point", action="append", help="x,y[,label] click on the first frame")
-    p.add_argument("--points-with-box", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--mask", action="append", help="binary mask PNG (repeatable)")
+    _add_region_args(p, "on the first frame")
     p.add_argument("--clip", default="32", help="clip length: frames (32) or seconds ('2s')")
     p.add_argument("--mode", default="released", choices=["released", "paper"], help="clip chaining (see docs)")
     p.add_argument("--carry-memory", action="store_true", help="keep SAM 2's memory across clips")

@@ -28,31 +28,46 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
-def _listing(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+def strict_load(
+    module: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    what: str,
+    describe=None,
+    ignore: set[str] = frozenset(),
+    load: bool = True,
+) -> None:
+    """``load_state_dict(strict=True)`` with one readable error listing every problem at once.
 
-
-def strict_load(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable error listing every problem at once."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    ``describe(key)`` formats a key for the message (e.g. to add its name in another format);
+    ``ignore`` names model keys that need no tensor (tied weights). The one strict loader of the
+    package: our format, official PAM folders and official SAM 2.1 files all go through it.
+    """
+    describe = describe or (lambda k: k)
+    expected = {k: v for k, v in module.state_dict().items() if k not in ignore}
+    missing = [describe(k) for k in sorted(set(expected) - set(state_dict))]
+    unexpected = [describe(k) for k in sorted(set(state_dict) - set(expected))]
     mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"{describe(k)}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(state_dict))
         if tuple(state_dict[k].shape) != tuple(expected[k].shape)
     ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
-    if problems:
-        raise CheckpointError(f"{what} does not match the model: " + "; ".join(problems))
-    module.load_state_dict(state_dict, strict=True)
+    if missing or unexpected or mismatched:
+
+        def block(title, items):
+            if not items:
+                return ""
+            shown = "\n    ".join(items[:20])
+            more = f"\n    ... and {len(items) - 20} more" if len(items) > 20 else ""
+            return f"\n  {title} ({len(items)}):\n    {shown}{more}"
+
+        raise CheckpointError(
+            f"{what} does not match the model"
+            + block("missing keys", missing)
+            + block("unexpected keys", unexpected)
+            + block("shape mismatches", mismatched)
+        )
+    if load:
+        module.load_state_dict(state_dict, strict=not ignore)
 
 
 def is_native_folder(path: str | Path) -> bool:

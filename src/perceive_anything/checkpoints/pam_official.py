@@ -252,25 +252,10 @@ def to_official_pam_state_dict(model_or_sd, vocab_size: int | None = None,
 
 
 def _check_against_model(model, mapped: dict[str, Tensor]) -> None:
-    expected = {k: v for k, v in model.state_dict().items()}
-    if model.llm.config.tie_word_embeddings:
-        expected.pop("llm.lm_head.weight", None)
-    missing = sorted(set(expected) - set(mapped))
-    unexpected = sorted(set(mapped) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(mapped)
-        if tuple(mapped[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes}")
-        raise ValueError("official PAM checkpoint does not fit the model: " + "; ".join(parts))
+    from .native import strict_load
+
+    tied = {"llm.lm_head.weight"} if model.llm.config.tie_word_embeddings else set()
+    strict_load(model, mapped, "official PAM checkpoint", ignore=tied, load=False)
 
 
 def load_official_pam(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",

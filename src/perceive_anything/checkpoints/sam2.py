@@ -516,41 +516,12 @@ def segmenter_config_from_official_yaml(path: str | Path) -> SegmenterConfig:
 # loading
 
 
-def strict_load_state_dict(
-    module: torch.nn.Module,
-    sd: Mapping[str, torch.Tensor],
-    what: str = "state dict",
-    describe=None,
-) -> None:
-    """``load_state_dict`` that raises one ``ValueError`` naming missing, unexpected and mis-shaped keys.
+def strict_load_state_dict(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], what: str = "state dict",
+                           describe=None) -> None:
+    """Strict load with one error naming missing, unexpected and mis-shaped keys (see ``native.strict_load``)."""
+    from .native import strict_load
 
-    ``describe(key) -> str`` formats a key for the message (e.g. to add its official name).
-    """
-    describe = describe or (lambda k: k)
-    own = module.state_dict()
-    missing = [describe(k) for k in own if k not in sd]
-    unexpected = [describe(k) for k in sd if k not in own]
-    mismatched = [
-        f"{describe(k)}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-
-        def block(title, items):
-            if not items:
-                return ""
-            shown = "\n    ".join(items[:20])
-            more = f"\n    ... and {len(items) - 20} more" if len(items) > 20 else ""
-            return f"\n  {title} ({len(items)}):\n    {shown}{more}"
-
-        raise ValueError(
-            f"{what} does not match the model"
-            + block("missing keys", missing)
-            + block("unexpected keys", unexpected)
-            + block("shape mismatches", mismatched)
-        )
-    module.load_state_dict(dict(sd), strict=True)
+    strict_load(module, dict(sd), what, describe=describe)
 
 
 def load_official_sam2_state_dict(path_pt: str | Path) -> dict[str, torch.Tensor]:
