@@ -51,21 +51,20 @@ __all__ = [
 
 IMAGE_TOKEN = "<image>"
 
-# Reference §8.2, verbatim (the human turns the released checkpoints were trained with).
-TASK_PROMPTS: dict[str, str] = {
-    "brief_cap_en": "<image>\nProvide a concise caption for this subject.",
-    "brief_cap_ch": "<image>\n对该目标对象提供一个概括的描述",
-    "detail_cap_en": "<image>\nProvide a comprehensive and detailed description for this subject.",
-    "detail_cap_ch": "<image>\n对该目标对象提供一个全面且详细的描述",
-    "recognize_en": "<image>\nClassify this subject and provide its label.",
-    "recognize_ch": "<image>\n对该目标对象进行分类并提供标签",
-    "explain_en": "<image>\nClassify this subject and provide the label and its definition.",
-    "explain_ch": "<image>\n对该目标对象进行分类并提供标签和名词功能解释",
-    "video_cap_en": "<image>\nProvide a caption for this subject in this video.\nPrevious caption: None",
-    "video_cap_ch": "<image>\n对该视频中的目标对象提供一个描述。\n历史描述：无",
-    "video_stream_cap_en": "<image>\nProvide a caption for this subject in this video.\nPrevious caption: {history}",
-    "video_stream_cap_ch": "<image>\n对该视频中的目标对象提供一个描述。\n历史描述：{history}",
-}
+def _official_prompts() -> dict[str, str]:
+    """The human turns the released checkpoints were trained with, by official mode name (reference
+    §8.2), taken from the one prompt registry (``processing.text.TASKS``) so the strings live once."""
+    from ..processing.text import TASKS
+
+    out: dict[str, str] = {}
+    for task in TASKS.values():
+        for lang, mode in task.official_modes.items():
+            name = mode if task.name != "stream_caption" else mode.replace("video_cap", "video_stream_cap")
+            out[name] = task.prompts[lang]
+    return out
+
+
+TASK_PROMPTS: dict[str, str] = _official_prompts()
 
 # Language codes: the Python API uses "en"/"zh"; PAM's prompt names and file names use "en"/"ch".
 _LANG_TAG = {"en": "en", "zh": "ch"}
