@@ -232,3 +232,11 @@ def test_bad_checkpoint_files(tmp_path, tiny):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="model"):
         load_official_sam2(tmp_path / "other.pt", cfg)
+
+
+def test_unsupported_memory_width_is_refused_up_front():
+    from perceive_anything.checkpoints.sam2 import sam2_video_config
+    from perceive_anything.config import SegmenterConfig
+
+    with pytest.raises(ValueError, match="mem_dim 32 is not supported"):
+        sam2_video_config(SegmenterConfig(mem_dim=32))

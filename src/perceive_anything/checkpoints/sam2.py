@@ -273,6 +273,11 @@ def sam2_video_config(cfg: SegmenterConfig):
     n_stages = len(cfg.stages)
     if len(cfg.window_spec) != n_stages:
         raise ValueError(f"window_spec {cfg.window_spec} must have one entry per stage {cfg.stages}")
+    if cfg.mem_dim != 64:
+        # transformers' Sam2VideoMemoryAttentionLayer builds its cross-attention with kv_in_dim=64 whatever
+        # the config says; another width would fail deep inside the first tracked frame.
+        raise ValueError(f"mem_dim {cfg.mem_dim} is not supported: transformers' SAM 2 video memory attention "
+                         "reads 64-channel memories (every official SAM 2.1 size uses 64)")
     if cfg.image_size % cfg.backbone_stride:
         raise ValueError(f"image_size {cfg.image_size} is not a multiple of backbone_stride {cfg.backbone_stride}")
     dims = [cfg.embed_dim * 2**i for i in range(n_stages)]  # official Hiera dim_mul = 2.0
