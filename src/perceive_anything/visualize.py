@@ -56,6 +56,10 @@ def draw_overlay(
     max_caption_chars: int = 160,
 ) -> Image.Image:
     """Draw each mask tinted with its colour, its outline, its prompt (box / clicks) and a caption box."""
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        from .processing.image import load_image
+
+        image = load_image(image)
     arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image).copy()
     h, w = arr.shape[:2]
     colors = list(colors) if colors is not None else [palette(i) for i in range(len(masks))]
