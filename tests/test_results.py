@@ -35,13 +35,13 @@ def test_result_json_is_complete_and_unicode():
 def test_draw_accepts_a_path_and_keeps_the_image_size(tmp_path):
     from PIL import Image
 
-    m = np.zeros((20, 30), bool)
-    m[5:10, 6:16] = True
-    r = RegionResult(index=0, prompt={"kind": "box", "box": [6, 5, 16, 10]}, mask=m, object_score=1.0, iou=0.9,
+    m = np.zeros((200, 300), bool)
+    m[120:180, 60:160] = True
+    r = RegionResult(index=0, prompt={"kind": "box", "box": [60, 120, 160, 180]}, mask=m, object_score=1.0, iou=0.9,
                      outputs=[TaskOutput(task="label", lang="en", text="cup", label="cup")])
     path = tmp_path / "img.png"
-    Image.new("RGB", (30, 20), (10, 10, 10)).save(path)
-    img = ImageResult(image_size=(30, 20), regions=[r]).draw(path)
-    assert img.size == (30, 20)
-    px = np.asarray(img)
-    assert px[7, 10].sum() > 30  # the mask is tinted
+    Image.new("RGB", (300, 200), (10, 10, 10)).save(path)
+    img = ImageResult(image_size=(300, 200), regions=[r]).draw(path)
+    assert img.size == (300, 200)
+    px = np.asarray(img).astype(int)
+    assert px[150, 100].sum() > 100 and px[20, 250].sum() == 30  # the mask is tinted, the rest is not
