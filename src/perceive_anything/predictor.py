@@ -246,8 +246,7 @@ class PerceiveAnything:
             outputs = []
             for ti, t in enumerate(tasks):
                 txt, token_ids = texts[(r, ti)]
-                fields = {k: v for k, v in text_proc.parse_output(t, txt).items() if k in _FIELDS}
-                outputs.append(TaskOutput(task=t, lang=lang, text=txt, token_ids=list(token_ids), **fields))
+                outputs.append(_task_output(t, lang, txt, token_ids))
             results.append(
                 RegionResult(
                     index=r,
@@ -454,8 +453,7 @@ class PerceiveAnything:
             outs = []
             for k, t in enumerate(tasks):
                 txt, toks = texts[o][k]
-                fields = {kk: v for kk, v in text_proc.parse_output(t, txt).items() if kk in _FIELDS}
-                outs.append(TaskOutput(task=t, lang=lang, text=txt, token_ids=list(toks), **fields))
+                outs.append(_task_output(t, lang, txt, toks))
             lst = tracks[o]
             objects.append(TrackedObjectResult(
                 obj_id=o, prompt=region.describe(), prompt_frame=frame,
@@ -575,9 +573,7 @@ class PerceiveAnything:
                 # Next clip's prompt: the box of the last mask (or of the last frame that still showed it).
                 if o in last_boxes:
                     boxes[o] = [float(v) for v in last_boxes[o]]
-                    xy = np.array([[boxes[o][0], boxes[o][1]], [boxes[o][2], boxes[o][3]]])
-                    coords, labels = to_sam_points(xy, np.array([2, 3]), (w, h), self.config.segmenter.image_size, self.dtype)
-                    prompts[o] = {"point_coords": coords.to(self.device), "point_labels": labels.to(self.device)}
+                    prompts[o] = self._region_prompt(Region(box=tuple(boxes[o])), (w, h))
             carried = last
             del clip_list, new, mids
 
@@ -624,6 +620,12 @@ class PerceiveAnything:
             for j, i in enumerate(idx):
                 parts[i] = (out, j)
         return _gather_segments([parts[i] for i in range(len(regions))])
+
+
+def _task_output(task: str, lang: str, text: str, token_ids) -> TaskOutput:
+    """A decoded answer with the fields its task parses out of it."""
+    fields = {k: v for k, v in text_proc.parse_output(task, text).items() if k in _FIELDS}
+    return TaskOutput(task=task, lang=lang, text=text, token_ids=list(token_ids), **fields)
 
 
 def _clip_length(clip: int | float | str, fps: float | None) -> int:
