@@ -571,6 +571,19 @@ def _rngs(seed: int) -> tuple[np.random.Generator, random.Random]:
     return np.random.default_rng(geo), random.Random(int(txt.generate_state(1)[0]))
 
 
+def _layout(seed, size, num_objects, colors, shapes, textures, background, min_visible_fraction, min_visible_pixels):
+    """Shared start of every generator: the two seeded RNGs, the background and the placed objects
+    (in this order, so a seed keeps giving the same scene)."""
+    grng, trng = _rngs(seed)
+    if min_visible_pixels is None:
+        min_visible_pixels = max(12, int(0.003 * size * size))
+    bg, bg_kind, bg_cols = _background(grng, size, background)
+    allowed = _allowed_colors(bg_cols, colors)
+    states, names, sizes = _place_objects(grng, size, _range(num_objects, grng), allowed, shapes, textures,
+                                          min_visible_fraction, min_visible_pixels)
+    return grng, trng, bg, bg_kind, allowed, states, names, sizes
+
+
 def generate_scene(seed: int, size: int = 256, num_objects: int | tuple[int, int] = (2, 6), *,
                    shapes: Sequence[str] | None = None, colors: Sequence[str] | None = None,
                    textures: Sequence[str] | None = None, background: str | None = None,
@@ -580,13 +593,8 @@ def generate_scene(seed: int, size: int = 256, num_objects: int | tuple[int, int
     ``shapes``/``colors``/``textures`` restrict the vocabularies (e.g. one class for tests);
     ``min_visible_pixels`` defaults to 0.3 % of the image (196 px at 256x256).
     """
-    grng, trng = _rngs(seed)
-    if min_visible_pixels is None:
-        min_visible_pixels = max(12, int(0.003 * size * size))
-    bg, bg_kind, bg_cols = _background(grng, size, background)
-    cols = _allowed_colors(bg_cols, colors)
-    states, names, sizes = _place_objects(grng, size, _range(num_objects, grng), cols, shapes, textures,
-                                          min_visible_fraction, min_visible_pixels)
+    grng, trng, bg, bg_kind, allowed, states, names, sizes = _layout(
+        seed, size, num_objects, colors, shapes, textures, background, min_visible_fraction, min_visible_pixels)
     img, layers = _render(bg, states, size)
     fulls = [_full_mask(L, size) for L in layers]
     vis = _visible(fulls)
@@ -954,13 +962,8 @@ def _generate_clips(seed: int, num_clips: int, frames_per_clip: int, size: int,
                     min_visible_fraction: float, min_visible_pixels: int | None) -> VideoSample:
     if frames_per_clip < 2 or num_clips < 1:
         raise ValueError("need at least one clip of at least 2 frames")
-    grng, trng = _rngs(seed)
-    if min_visible_pixels is None:
-        min_visible_pixels = max(12, int(0.003 * size * size))
-    bg, bg_kind, bg_cols = _background(grng, size, background)
-    allowed = _allowed_colors(bg_cols, colors)
-    states, names, sizes = _place_objects(grng, size, _range(num_objects, grng), allowed, shapes, textures,
-                                          min_visible_fraction, min_visible_pixels)
+    grng, trng, bg, bg_kind, allowed, states, names, sizes = _layout(
+        seed, size, num_objects, colors, shapes, textures, background, min_visible_fraction, min_visible_pixels)
     n_obj, F = len(states), frames_per_clip
     T = num_clips * F
     frame_states: list[list[_State]] = [[None] * n_obj for _ in range(T)]  # type: ignore[list-item]
