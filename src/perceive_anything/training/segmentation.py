@@ -790,6 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="prompt-kind probabilities of the image task")
     ap.add_argument("--video-prompts", default="box=0.5,points=0.2,box+points=0.15,mask=0.15",
                     help="prompt-kind probabilities of the video task")
+    ap.add_argument("--focal-weight", type=float, default=LossWeights.focal)
+    ap.add_argument("--dice-weight", type=float, default=LossWeights.dice)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=None, help="seconds")
@@ -818,10 +820,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def probs(text: str) -> dict[str, float]:
         return {k: float(v) for k, v in (kv.split("=") for kv in text.split(","))}
 
+    weights = LossWeights(focal=args.focal_weight, dice=args.dice_weight)
     image_task = ImageSegmentationTask(size=cfg.image_size, regions_per_image=args.regions,
                                        num_objects=tuple(int(x) for x in args.image_objects.split(",")),
-                                       prompt_probs=probs(args.image_prompts))
-    video_task = VideoTrackingTask(size=cfg.image_size, num_frames=frames, prompt_probs=probs(args.video_prompts))
+                                       prompt_probs=probs(args.image_prompts), weights=weights)
+    video_task = VideoTrackingTask(size=cfg.image_size, num_frames=frames, prompt_probs=probs(args.video_prompts),
+                                   weights=weights)
     summary = train_segmenter(
         seg, args.steps, args.out, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         image_batch=args.image_batch, video_batch=args.video_batch, video_every=args.video_every,
