@@ -30,89 +30,66 @@ __all__ = [
     "strict_load_state_dict",
 ]
 
-# Official-key -> transformers-key renames. Each entry is a regex on the official key and the
-# replacement; the first matching rule wins. Inverse rules are listed separately below (each row
-# of one table has its mirror in the other; the round-trip test keeps them consistent).
-_OFFICIAL_TO_HF: list[tuple[str, str]] = [
+# One table of renames, read in both directions: (official template, transformers template). A
+# template ending in "." renames a key prefix, any other template a whole key. ``{name}`` fields
+# capture a piece of the key (digits unless _FIELDS says otherwise) and are copied to the other
+# side. Rows are tried in order and the first match wins, in both directions.
+_RENAMES: list[tuple[str, str]] = [
     # Hiera trunk
-    (r"^image_encoder\.trunk\.patch_embed\.proj\.", "vision_encoder.backbone.patch_embed.projection."),
-    (r"^image_encoder\.trunk\.blocks\.(\d+)\.norm([12])\.", r"vision_encoder.backbone.blocks.\1.layer_norm\2."),
-    (r"^image_encoder\.trunk\.", "vision_encoder.backbone."),
+    ("image_encoder.trunk.patch_embed.proj.", "vision_encoder.backbone.patch_embed.projection."),
+    ("image_encoder.trunk.blocks.{i}.norm{j}.", "vision_encoder.backbone.blocks.{i}.layer_norm{j}."),
+    ("image_encoder.trunk.", "vision_encoder.backbone."),
     # FPN neck
-    (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
+    ("image_encoder.neck.convs.{i}.conv.", "vision_encoder.neck.convs.{i}."),
     # prompt encoder
-    (r"^sam_prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$", "prompt_encoder.shared_embedding.positional_embedding"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.0\.", "prompt_encoder.mask_embed.conv1."),
-    (r"^sam_prompt_encoder\.mask_downscaling\.1\.", "prompt_encoder.mask_embed.layer_norm1."),
-    (r"^sam_prompt_encoder\.mask_downscaling\.3\.", "prompt_encoder.mask_embed.conv2."),
-    (r"^sam_prompt_encoder\.mask_downscaling\.4\.", "prompt_encoder.mask_embed.layer_norm2."),
-    (r"^sam_prompt_encoder\.mask_downscaling\.6\.", "prompt_encoder.mask_embed.conv3."),
-    (r"^sam_prompt_encoder\.", "prompt_encoder."),
+    ("sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", "prompt_encoder.shared_embedding.positional_embedding"),
+    ("sam_prompt_encoder.mask_downscaling.0.", "prompt_encoder.mask_embed.conv1."),
+    ("sam_prompt_encoder.mask_downscaling.1.", "prompt_encoder.mask_embed.layer_norm1."),
+    ("sam_prompt_encoder.mask_downscaling.3.", "prompt_encoder.mask_embed.conv2."),
+    ("sam_prompt_encoder.mask_downscaling.4.", "prompt_encoder.mask_embed.layer_norm2."),
+    ("sam_prompt_encoder.mask_downscaling.6.", "prompt_encoder.mask_embed.conv3."),
+    ("sam_prompt_encoder.", "prompt_encoder."),
     # mask decoder
-    (r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.norm([1-4])\.", r"mask_decoder.transformer.layers.\1.layer_norm\2."),
-    (r"^sam_mask_decoder\.transformer\.norm_final_attn\.", "mask_decoder.transformer.layer_norm_final_attn."),
-    (r"^sam_mask_decoder\.transformer\.(.*)\.out_proj\.", r"mask_decoder.transformer.\1.o_proj."),
-    (r"^sam_mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
-    (r"^sam_mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
-    (r"^sam_mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
-    (r"^sam_mask_decoder\.", "mask_decoder."),
+    ("sam_mask_decoder.transformer.layers.{i}.norm{j}.", "mask_decoder.transformer.layers.{i}.layer_norm{j}."),
+    ("sam_mask_decoder.transformer.norm_final_attn.", "mask_decoder.transformer.layer_norm_final_attn."),
+    ("sam_mask_decoder.transformer.{path}.out_proj.", "mask_decoder.transformer.{path}.o_proj."),
+    ("sam_mask_decoder.output_upscaling.0.", "mask_decoder.upscale_conv1."),
+    ("sam_mask_decoder.output_upscaling.1.", "mask_decoder.upscale_layer_norm."),
+    ("sam_mask_decoder.output_upscaling.3.", "mask_decoder.upscale_conv2."),
+    ("sam_mask_decoder.", "mask_decoder."),
     # memory attention
-    (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.", r"memory_attention.layers.\1.\2.o_proj."),
-    (r"^memory_attention\.layers\.(\d+)\.norm([1-3])\.", r"memory_attention.layers.\1.layer_norm\2."),
-    (r"^memory_attention\.norm\.", "memory_attention.layer_norm."),
-    # memory encoder (mask_downsampler.encoder.* is renumbered in _rename_mask_downsampler)
-    (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.", r"memory_encoder.memory_fuser.layers.\1.depthwise_conv."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.norm\.", r"memory_encoder.memory_fuser.layers.\1.layer_norm."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.pwconv([12])\.", r"memory_encoder.memory_fuser.layers.\1.pointwise_conv\2."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.gamma$", r"memory_encoder.memory_fuser.layers.\1.scale"),
-    (r"^memory_encoder\.out_proj\.", "memory_encoder.projection."),
+    ("memory_attention.layers.{i}.{attn}.out_proj.", "memory_attention.layers.{i}.{attn}.o_proj."),
+    ("memory_attention.layers.{i}.norm{j}.", "memory_attention.layers.{i}.layer_norm{j}."),
+    ("memory_attention.norm.", "memory_attention.layer_norm."),
+    # memory encoder (mask_downsampler.encoder.* is renumbered in _official_key_to_hf / _hf_key_to_official)
+    ("memory_encoder.pix_feat_proj.", "memory_encoder.feature_projection."),
+    ("memory_encoder.fuser.layers.{i}.dwconv.", "memory_encoder.memory_fuser.layers.{i}.depthwise_conv."),
+    ("memory_encoder.fuser.layers.{i}.norm.", "memory_encoder.memory_fuser.layers.{i}.layer_norm."),
+    ("memory_encoder.fuser.layers.{i}.pwconv{j}.", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv{j}."),
+    ("memory_encoder.fuser.layers.{i}.gamma", "memory_encoder.memory_fuser.layers.{i}.scale"),
+    ("memory_encoder.out_proj.", "memory_encoder.projection."),
     # SAM2Base-level parameters
-    (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
-    (r"^no_mem_embed$", "no_memory_embedding"),
-    (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
-    (r"^no_obj_ptr$", "no_object_pointer"),
-    (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),
-    (r"^obj_ptr_proj\.", "object_pointer_proj."),
-    (r"^obj_ptr_tpos_proj\.", "temporal_positional_encoding_projection_layer."),
+    ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
+    ("no_mem_embed", "no_memory_embedding"),
+    ("no_mem_pos_enc", "no_memory_positional_encoding"),
+    ("no_obj_ptr", "no_object_pointer"),
+    ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter"),
+    ("obj_ptr_proj.", "object_pointer_proj."),
+    ("obj_ptr_tpos_proj.", "temporal_positional_encoding_projection_layer."),
 ]
+_FIELDS = {"path": r".*", "attn": r"self_attn|cross_attn_image"}
+_DIGITS = r"\d+"
 
-_HF_TO_OFFICIAL: list[tuple[str, str]] = [
-    (r"^vision_encoder\.backbone\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
-    (r"^vision_encoder\.backbone\.blocks\.(\d+)\.layer_norm([12])\.", r"image_encoder.trunk.blocks.\1.norm\2."),
-    (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
-    (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
-    (r"^prompt_encoder\.shared_embedding\.positional_embedding$", "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
-    (r"^prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
-    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
-    (r"^prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
-    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
-    (r"^prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
-    (r"^prompt_encoder\.", "sam_prompt_encoder."),
-    (r"^mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])\.", r"sam_mask_decoder.transformer.layers.\1.norm\2."),
-    (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "sam_mask_decoder.transformer.norm_final_attn."),
-    (r"^mask_decoder\.transformer\.(.*)\.o_proj\.", r"sam_mask_decoder.transformer.\1.out_proj."),
-    (r"^mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
-    (r"^mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
-    (r"^mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
-    (r"^mask_decoder\.", "sam_mask_decoder."),
-    (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.o_proj\.", r"memory_attention.layers.\1.\2.out_proj."),
-    (r"^memory_attention\.layers\.(\d+)\.layer_norm([1-3])\.", r"memory_attention.layers.\1.norm\2."),
-    (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
-    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
-    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.depthwise_conv\.", r"memory_encoder.fuser.layers.\1.dwconv."),
-    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.layer_norm\.", r"memory_encoder.fuser.layers.\1.norm."),
-    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv([12])\.", r"memory_encoder.fuser.layers.\1.pwconv\2."),
-    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.scale$", r"memory_encoder.fuser.layers.\1.gamma"),
-    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
-    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
-    (r"^no_memory_embedding$", "no_mem_embed"),
-    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
-    (r"^no_object_pointer$", "no_obj_ptr"),
-    (r"^occlusion_spatial_embedding_parameter$", "no_obj_embed_spatial"),
-    (r"^object_pointer_proj\.", "obj_ptr_proj."),
-    (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
-]
+
+def _compile(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)
+    body = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_FIELDS.get(p, _DIGITS)})" for i, p in enumerate(parts))
+    return re.compile("^" + body + ("" if template.endswith(".") else "$"))
+
+
+_OFFICIAL_TO_HF = [(_compile(a), b) for a, b in _RENAMES]
+_HF_TO_OFFICIAL = [(_compile(b), a) for a, b in _RENAMES]
+
 
 # transformers keeps a second copy of the prompt encoder's random-Fourier matrix for the dense PE.
 _HF_DENSE_PE_KEY = "shared_image_embedding.positional_embedding"
@@ -133,11 +110,11 @@ def _mlp_depths(cfg: SegmenterConfig) -> list[tuple[re.Pattern, int]]:
     ]
 
 
-def _apply_rules(key: str, rules: list[tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key, count=1)
-        if n:
-            return new
+def _apply_rules(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
+    for pattern, template in rules:
+        m = pattern.match(key)
+        if m:
+            return template.format(**m.groupdict()) + key[m.end():]
     return key
 
 
