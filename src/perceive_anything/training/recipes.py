@@ -3,7 +3,7 @@
 ``shapes``: the embedded tiny model, from scratch, on the synthetic shapes world: the SAM 2
 segmenter (image segmentation, then image + video tracking), then PAM's language stages 1, 1.5
 and 2 (see ``training.language``). ``steps_scale`` multiplies every phase's step count (a test
-uses ~0.01; 1.0 is the full recipe, about an hour on 2 CPU cores).
+uses ~0.01; 1.0 is the full recipe, about 46 minutes on 2 CPU cores).
 
 ``pam_data``: a language stage on PAM-data records (the official training format) starting from
 a model folder or a preset.
@@ -30,10 +30,9 @@ __all__ = ["ShapesRecipe", "SHAPES_RECIPE", "build_shapes_phases", "train_shapes
 class ShapesRecipe:
     """Step counts and learning rates of the shapes recipe (at ``steps_scale=1``).
 
-    Per-step costs on 2 CPU cores with one torch thread and no other load (measured under load and
-    scaled by the CPU share): SAM image ~0.55 s, SAM image+video ~0.7 s, language stage 1 ~0.3 s,
-    stage 1.5 (4 video rows of 16 frames) ~2.8 s, stage 2 (mixed) ~1.3 s: about 50 minutes in all,
-    most of it in the segmenter phases and language stage 2 (the LLM learns from scratch there).
+    Measured with ``--threads 2`` on an otherwise idle 2-core CPU (46 min in all): SAM image phase
+    0.41 s/step (16 min), SAM image+video 0.57 s/step (9 min), language stage 1 0.35 s/step,
+    stage 1.5 2.0 s/step, stage 2 (mixed) 0.79 s/step (16 min).
     """
 
     sam_image_steps: int = 2400

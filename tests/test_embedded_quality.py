@@ -1,0 +1,78 @@
+"""The shipped tiny-shapes model, measured on shapes-world data generated fresh for this test.
+
+Held-out seeds (``heldout_seed`` with tags of their own) are never drawn in training. The bars are
+looser than the targets that ``benchmarks/tiny_model.py`` measures on larger samples (see the README's
+results): a CI sample is small, and the bars must flag a broken model or pipeline, not sampling noise.
+"""
+
+import numpy as np
+import pytest
+
+from perceive_anything.checkpoints import embedded_model_dir
+
+pytestmark = pytest.mark.skipif(embedded_model_dir() is None, reason="no embedded model in this checkout")
+
+MASK_IOU_BAR = 0.75
+TRACK_IOU_BAR = 0.6
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+@pytest.fixture(scope="module")
+def pam():
+    from perceive_anything import PerceiveAnything
+
+    return PerceiveAnything.from_pretrained()
+
+
+def test_masks_of_fresh_scenes(pam):
+    from perceive_anything.training.language import heldout_seed
+    from perceive_anything.training.synthetic import generate_scene
+
+    ious = []
+    for i in range(10):
+        scene = generate_scene(heldout_seed(i, "ci-quality-scene"), size=256)
+        result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="label", max_new_tokens=1)
+        ious += [_iou(region.mask, obj.mask) for obj, region in zip(scene.objects, result.regions)]
+    assert len(ious) >= 20
+    assert np.mean(ious) >= MASK_IOU_BAR, f"mean box-prompt mask IoU {np.mean(ious):.3f}"
+
+
+def test_each_prompt_gets_its_own_object(pam):
+    """The failure of a segmenter that ignores its prompt is one "foreground" mask for every box;
+    here every predicted mask must match its own object better than any other object of the scene."""
+    from perceive_anything.training.language import heldout_seed
+    from perceive_anything.training.synthetic import generate_scene
+
+    hits, n = 0, 0
+    for i in range(6):
+        scene = generate_scene(heldout_seed(i, "ci-quality-pair"), size=256, num_objects=(3, 5))
+        result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="label", max_new_tokens=1)
+        for k, region in enumerate(result.regions):
+            scores = [_iou(region.mask, o.mask) for o in scene.objects]
+            hits += int(np.argmax(scores) == k)
+            n += 1
+    assert hits / n >= 0.9, f"{hits}/{n} masks matched their own object best"
+
+
+def test_tracks_moving_objects(pam):
+    """Objects that slide, bounce, spin, grow or leave: the tracked mask follows each one on every
+    frame where it is well inside the view (box prompt on frame 0 only)."""
+    from perceive_anything.training.language import heldout_seed
+    from perceive_anything.training.synthetic import generate_video
+
+    ious = []
+    for i in range(3):
+        video = generate_video(heldout_seed(i, "ci-quality-track"), num_frames=24, size=256, num_objects=(2, 3),
+                               motions=("slide", "bounce", "rotate", "grow", "exit"))
+        result = pam.perceive_video([np.asarray(f) for f in video.frames], [list(o.boxes[0]) for o in video.objects],
+                                    task="video_caption", max_new_tokens=1)
+        for obj, tracked in zip(video.objects, result.objects):
+            area0 = obj.masks[0].sum()
+            ious += [_iou(tracked.mask(t), obj.masks[t]) for t in range(1, len(video.frames))
+                     if obj.masks[t].sum() >= 0.8 * area0]
+    assert len(ious) >= 40
+    assert np.mean(ious) >= TRACK_IOU_BAR, f"tracking IoU {np.mean(ious):.3f}"
