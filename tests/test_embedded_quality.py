@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 
 from perceive_anything.checkpoints import embedded_model_dir
+from perceive_anything.training.eval_segmentation import binary_iou
 
 pytestmark = pytest.mark.skipif(embedded_model_dir() is None, reason="no embedded model in this checkout")
 
 MASK_IOU_BAR = 0.75
 TRACK_IOU_BAR = 0.6
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +32,7 @@ def test_masks_of_fresh_scenes(pam):
     for i in range(10):
         scene = generate_scene(heldout_seed(i, "ci-quality-scene"), size=256)
         result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="label", max_new_tokens=1)
-        ious += [_iou(region.mask, obj.mask) for obj, region in zip(scene.objects, result.regions)]
+        ious += [binary_iou(region.mask, obj.mask) for obj, region in zip(scene.objects, result.regions)]
     assert len(ious) >= 20
     assert np.mean(ious) >= MASK_IOU_BAR, f"mean box-prompt mask IoU {np.mean(ious):.3f}"
 
@@ -52,7 +48,7 @@ def test_each_prompt_gets_its_own_object(pam):
         scene = generate_scene(heldout_seed(i, "ci-quality-pair"), size=256, num_objects=(3, 5))
         result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="label", max_new_tokens=1)
         for k, region in enumerate(result.regions):
-            scores = [_iou(region.mask, o.mask) for o in scene.objects]
+            scores = [binary_iou(region.mask, o.mask) for o in scene.objects]
             hits += int(np.argmax(scores) == k)
             n += 1
     assert hits / n >= 0.9, f"{hits}/{n} masks matched their own object best"
@@ -72,7 +68,7 @@ def test_tracks_moving_objects(pam):
                                     task="video_caption", max_new_tokens=1)
         for obj, tracked in zip(video.objects, result.objects):
             area0 = obj.masks[0].sum()
-            ious += [_iou(tracked.mask(t), obj.masks[t]) for t in range(1, len(video.frames))
+            ious += [binary_iou(tracked.mask(t), obj.masks[t]) for t in range(1, len(video.frames))
                      if obj.masks[t].sum() >= 0.8 * area0]
     assert len(ious) >= 40
     assert np.mean(ious) >= TRACK_IOU_BAR, f"tracking IoU {np.mean(ious):.3f}"

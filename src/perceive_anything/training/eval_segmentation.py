@@ -23,7 +23,7 @@ import torch
 
 from .segmentation import normalize_pixels, segmenter_of
 
-__all__ = ["eval_seed", "evaluate_image_iou", "evaluate_tracking_miou"]
+__all__ = ["binary_iou", "eval_seed", "evaluate_image_iou", "evaluate_tracking_miou"]
 
 
 def eval_seed(seed: int, kind: int, index: int) -> int:
@@ -32,7 +32,8 @@ def eval_seed(seed: int, kind: int, index: int) -> int:
     return (1 << 31) | (int(ss.generate_state(1)[0]) & 0x7FFFFFFF)
 
 
-def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
+def binary_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two boolean masks; two empty masks count as IoU 1."""
     union = np.count_nonzero(pred | gt)
     return 1.0 if union == 0 else np.count_nonzero(pred & gt) / union
 
@@ -89,8 +90,8 @@ def evaluate_image_iou(model_or_predictor, n: int = 200, seed: int = 0, size: in
                 logits = seg.postprocess_masks(out.low_res_logits, (size, size))[:, 0]
                 out_list.extend(list((logits > 0).cpu().numpy()))
         for o, pb, pp in zip(scene.objects, pred_b, pred_p):
-            box_ious.append(_iou(pb, o.mask))
-            pt_ious.append(_iou(pp, o.mask))
+            box_ious.append(binary_iou(pb, o.mask))
+            pt_ious.append(binary_iou(pp, o.mask))
     b = np.array(box_ious)
     return {
         "box_iou": float(b.mean()),
@@ -148,12 +149,12 @@ def evaluate_tracking_miou(model_or_predictor, n_videos: int = 40, num_frames: i
                     logits = seg.postprocess_masks(out.low_res_logits.float(), (size, size))[0, 0]
                     preds[obj_id - 1].append((logits > 0).cpu().numpy())
         for k, o in enumerate(video.objects):
-            frame0.append(_iou(preds[k][0], o.masks[0]))
+            frame0.append(binary_iou(preds[k][0], o.masks[0]))
             ious = []
             for t in range(1, num_frames):
                 gt = o.masks[t]
                 if gt.any():
-                    ious.append(_iou(preds[k][t], gt))
+                    ious.append(binary_iou(preds[k][t], gt))
                 else:
                     absent_ok.append(not preds[k][t].any())
             pair_ious.extend(ious)
