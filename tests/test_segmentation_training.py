@@ -132,6 +132,23 @@ def test_make_batch_is_deterministic_in_seed_step_rank():
     assert training_seed(7, 1, 5, 1, 0) < 2**31 <= eval_seed(0, 0, 0)
 
 
+def test_exit_windows_show_the_object_leaving():
+    # every clip of an exit_prob=1 batch (that found an exit) starts with the target visible and
+    # ends with it gone, so the object-score head is trained on absent targets
+    task = VideoTrackingTask(size=256, num_frames=(4, 6), exit_prob=1.0)
+    leaving = 0
+    for step in range(4):
+        batch = task.make_batch(step, 0, 1, 3, seed=0)
+        present = batch.present
+        assert present[:, 0].all()
+        leaving += int((~present[:, -1]).sum())
+    assert leaving >= 8, leaving  # of 12 clips; the rest are videos without a usable exit
+    plain = VideoTrackingTask(size=256, num_frames=(4, 6), exit_prob=0.0)
+    assert torch.equal(plain.make_batch(0, 0, 1, 3, seed=0).frames, plain.make_batch(0, 0, 1, 3, seed=0).frames)
+    with pytest.raises(ValueError, match="exit_prob"):
+        VideoTrackingTask(exit_prob=1.5)
+
+
 def test_short_image_training_reduces_loss():
     seg = fresh(0)
     task = ImageSegmentationTask(size=256, regions_per_image=2)
