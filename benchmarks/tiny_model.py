@@ -9,6 +9,9 @@ Prints ONE JSON object and writes it to ``benchmarks/results/tiny_model.json`` (
 * ``mask_iou``: mean mask IoU of box prompts on held-out scenes; ``mask_iou_point``: one click.
 * ``track_miou``: tracking mIoU over (object, frame >= 1) pairs, box prompt on frame 0.
   (Both from ``training.eval_segmentation``, through the public predictor.)
+* ``exit_absent_rate``: objects that leave the view (generated exits, box on frame 0): the share of
+  frames after the object has gone on which it is reported absent (object score < 0) with an empty
+  mask; ``exit_present_rate``: the share of frames, while it is still well inside, reported present.
 * ``caption_cider``: CIDEr-D (pycocoevalcap) of the brief EN captions against the region's
   ground-truth caption; ``caption_cider_shuffled``: the same predictions scored against captions of
   *other* regions (a derangement) — the gap shows the captions describe the prompted region rather
@@ -106,15 +109,18 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
         result["n_video_objects"] = len(vid_pred)
 
     try:
-        from perceive_anything.training.eval_segmentation import evaluate_image_iou, evaluate_tracking_miou
+        from perceive_anything.training.eval_segmentation import (evaluate_exits, evaluate_image_iou,
+                                                                  evaluate_tracking_miou)
     except ImportError:  # the segmentation helpers are optional
-        result["mask_iou"] = result["track_miou"] = None
+        result["mask_iou"] = result["track_miou"] = result["exit_absent_rate"] = None
     else:
         seg = evaluate_image_iou(pam, n=scenes, seed=seed + 1)
         result["mask_iou"] = seg.get("box_iou")
         result["mask_iou_point"] = seg.get("point_iou")
         trk = evaluate_tracking_miou(pam, n_videos=max(1, videos), seed=seed + 1)
         result["track_miou"] = trk.get("miou")
+        ex = evaluate_exits(pam, n_videos=max(1, videos), seed=seed + 1)
+        result["exit_absent_rate"], result["exit_present_rate"] = ex["absent_rate"], ex["present_rate"]
     result["seconds"] = round(time.time() - t0, 1)
     return result
 

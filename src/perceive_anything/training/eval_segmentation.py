@@ -23,7 +23,7 @@ import torch
 
 from .segmentation import normalize_pixels, segmenter_of
 
-__all__ = ["binary_iou", "eval_seed", "evaluate_image_iou", "evaluate_tracking_miou"]
+__all__ = ["binary_iou", "eval_seed", "evaluate_exits", "evaluate_image_iou", "evaluate_tracking_miou"]
 
 
 def eval_seed(seed: int, kind: int, index: int) -> int:
@@ -171,3 +171,34 @@ def evaluate_tracking_miou(model_or_predictor, n_videos: int = 40, num_frames: i
         "num_frames": int(num_frames),
         "path": "api" if api else "segmenter",
     }
+
+
+def evaluate_exits(pam, n_videos: int = 12, seed: int = 0, num_frames: int = 24, size: int = 256) -> dict[str, Any]:
+    """Objects leaving the view, through the public ``perceive_video`` (``pam`` is a predictor).
+
+    Held-out videos whose objects exit (``motions=("exit",)``); every object gone by the last frame is
+    prompted with its frame-0 box. Returns ``absent_rate``: the share of frames after the object has
+    gone (the first frame without it excluded: one frame of lag is allowed) on which it is reported absent (object score < 0) with an empty
+    mask; ``present_rate``: the share of frames, while the object is still well inside (>= 80 % of its
+    frame-0 area visible), on which it is reported present; and the frame counts.
+    """
+    from .synthetic import generate_video
+
+    inside, after = [], []
+    for i in range(n_videos):
+        video = generate_video(eval_seed(seed, 3, i), num_frames=num_frames, size=size, num_objects=(2, 3),
+                               motions=("exit",))
+        leaving = [k for k, o in enumerate(video.objects) if not o.masks[-1].any()]
+        if not leaving:
+            continue
+        res = pam.perceive_video([np.asarray(f) for f in video.frames], [list(video.objects[k].boxes[0]) for k in leaving],
+                                 task="video_caption", max_new_tokens=1)
+        for k, tracked in zip(leaving, res.objects):
+            masks = video.objects[k].masks
+            gone = int(np.flatnonzero(~masks.reshape(len(masks), -1).any(1))[0])
+            area0 = masks[0].sum()
+            inside += [tracked.present(t) for t in range(1, gone) if masks[t].sum() >= 0.8 * area0]
+            after += [(not tracked.present(t)) and not tracked.mask(t).any() for t in range(gone + 1, len(masks))]
+    return {"absent_rate": float(np.mean(after)) if after else float("nan"),
+            "present_rate": float(np.mean(inside)) if inside else float("nan"),
+            "frames_after": len(after), "frames_inside": len(inside)}
