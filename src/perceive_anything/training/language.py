@@ -328,7 +328,8 @@ class ShapesData:
                     tokenizer, [("human", text_proc.task_prompt(task, lang)), ("gpt", answer)],
                     official_label_masking=official)
                 pts, labs = self._prompt(obj.mask, obj.box, rng, 4)
-                items.append(LanguageItem(src, pts, labs, ids, labels, {"task": task, "lang": lang}))
+                items.append(LanguageItem(src, pts, labs, ids, labels,
+                                          {"task": task, "lang": lang, "shape": obj.shape, "color": obj.color}))
         return LanguageBatch("image", sources, items)
 
     def _videos(self, kind, rng, batch_size, tokenizer, official) -> LanguageBatch:
