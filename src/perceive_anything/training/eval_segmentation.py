@@ -178,8 +178,8 @@ def evaluate_exits(pam, n_videos: int = 12, seed: int = 0, num_frames: int = 24,
 
     Held-out videos whose objects exit (``motions=("exit",)``); every object gone by the last frame is
     prompted with its frame-0 box. Returns ``absent_rate``: the share of frames after the object has
-    gone (the first frame without it excluded: one frame of lag is allowed) on which it is reported absent (object score < 0) with an empty
-    mask; ``present_rate``: the share of frames, while the object is still well inside (>= 80 % of its
+    gone (the first frame without it excluded: one frame of lag is allowed) on which it is reported
+    absent (object score < 0) with an empty mask; ``present_rate``: the share of frames, while the object is still well inside (>= 80 % of its
     frame-0 area visible), on which it is reported present; and the frame counts.
     """
     from .synthetic import generate_video
@@ -195,7 +195,7 @@ def evaluate_exits(pam, n_videos: int = 12, seed: int = 0, num_frames: int = 24,
                                  task="video_caption", max_new_tokens=1)
         for k, tracked in zip(leaving, res.objects):
             masks = video.objects[k].masks
-            gone = int(np.flatnonzero(~masks.reshape(len(masks), -1).any(1))[0])
+            gone = video.objects[k].first_frame_gone()
             area0 = masks[0].sum()
             inside += [tracked.present(t) for t in range(1, gone) if masks[t].sum() >= 0.8 * area0]
             after += [(not tracked.present(t)) and not tracked.mask(t).any() for t in range(gone + 1, len(masks))]

@@ -629,12 +629,7 @@ class VideoTrackingTask:
         from .synthetic import generate_video
 
         video = generate_video(vseed, n_gen, self.size, self.num_objects, motions=("exit",))
-        leaving = []
-        for o in video.objects:
-            seen = o.masks.reshape(n_gen, -1).any(1)
-            gone = np.flatnonzero(~seen)
-            if seen[0] and gone.size:
-                leaving.append((o, int(gone[0])))
+        leaving = [(o, t) for o in video.objects if (t := o.first_frame_gone())]  # None, or 0: not on frame 0
         if not leaving:
             return None
         obj, t_gone = leaving[int(rng.integers(len(leaving)))]

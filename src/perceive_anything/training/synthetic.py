@@ -807,6 +807,11 @@ class VideoObject:
     def explanation(self, lang: str) -> str:
         return format_label_definition(self.label[lang], self.definition[lang], lang)
 
+    def first_frame_gone(self) -> int | None:
+        """The first frame on which no part of the object is visible (left the view, or hidden
+        behind other objects), or None if it is visible on every frame."""
+        return next((t for t, box in enumerate(self.boxes) if box is None), None)
+
 
 @dataclass
 class VideoSample:
