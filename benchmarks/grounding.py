@@ -31,14 +31,12 @@ def variation(x: torch.Tensor) -> float:
 
 def run(model: str | None, regions: int, seed: int) -> dict:
     from perceive_anything.checkpoints import load_pretrained
-    from perceive_anything.training.language import (LanguageTask, ShapesData, _image_mids, heldout_seed, lm_loss,
-                                                     splice_right_padded)
+    from perceive_anything.training.language import ShapesData, _image_mids, heldout_seed, lm_loss, splice_right_padded
 
     loaded = load_pretrained(model)  # None: the embedded model
     pam, tok = loaded.model.eval(), loaded.tokenizer
     lang = pam.language
     data = ShapesData(kinds={"image": 1.0}, image_tasks=("label", "brief_caption"), languages=("en",))
-    task = LanguageTask("2", data, tokenizer=tok)
     batch = data.make("image", random.Random(heldout_seed(seed, "grounding")), regions, tok, False)
     with torch.no_grad():
         embed, tokens = _image_mids(pam, batch)
@@ -53,7 +51,7 @@ def run(model: str | None, regions: int, seed: int) -> dict:
                 "projected_image_tokens": variation(lang.mm_projector_img(img)),
             },
         }
-        blocks = task.visual_blocks(pam, batch)
+        blocks = list(lang.image_visual_block(embed, tokens).unbind(0))  # what training splices in
         rows = [(it.ids, it.labels) for it in batch.items]
         for name, bl in (("loss_real", blocks), ("loss_rolled", blocks[1:] + blocks[:1])):
             embeds, mask, labels = splice_right_padded(lang, rows, bl)
