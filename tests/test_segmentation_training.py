@@ -21,6 +21,8 @@ from perceive_anything.training.segmentation import (
     mask_iou,
     sam_losses,
     sample_prompt,
+    semantic_loss,
+    semantic_prototypes,
     save_segmenter,
     sigmoid_focal_loss,
     training_seed,
@@ -165,6 +167,40 @@ def test_short_image_training_reduces_loss():
         losses.append(float(loss))
         assert np.isfinite(metrics["loss"])
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_semantic_loss_prototypes_and_its_effect():
+    p = semantic_prototypes(28, 64)
+    assert torch.equal(p, semantic_prototypes(28, 64))  # fixed: no parameters to save or resume
+    assert torch.allclose(p @ p.T, torch.eye(28), atol=1e-5)
+    with pytest.raises(ValueError, match="token dim"):
+        semantic_prototypes(30, 16)
+    classes = torch.tensor([[3, 1], [0, 11], [15, 4]])
+    named = torch.stack([p[3] + p[16 + 1], p[0] + p[16 + 11], p[15] + p[16 + 4]])  # tokens naming the classes
+    good, m = semantic_loss(named * 5, classes, (16, 12))
+    bad, m_bad = semantic_loss(named.roll(1, 0) * 5, classes, (16, 12))
+    assert m["sem_acc_0"] == m["sem_acc_1"] == 1.0 and m_bad["sem_acc_0"] == 0.0
+    assert float(good) < 0.2 * float(bad)
+
+
+def test_semantic_term_trains_the_prompted_mask_token():
+    seg = fresh(0)
+    task = ImageSegmentationTask(size=256, regions_per_image=2, weights=LossWeights(semantic=1.0))
+    batch = task.make_batch(0, 0, 1, 2, seed=0)
+    assert batch.classes is not None and batch.classes.shape == (len(batch), 2)
+    params = task.trainable_parameters(seg)
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    first = None
+    for _ in range(15):
+        loss, metrics = task.loss(seg, batch)
+        first = metrics if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert metrics["loss_semantic"] < 0.5 * first["loss_semantic"], (first, metrics)
+    assert metrics["sem_acc_0"] == 1.0  # the shapes of this batch's regions, read off their mask tokens
+    plain, m_plain = ImageSegmentationTask(size=256, regions_per_image=2).loss(seg, batch)
+    assert "loss_semantic" not in m_plain and float(plain.detach()) < float(loss.detach())
 
 
 def test_video_gradients_reach_trunk_decoder_and_memory():

@@ -206,6 +206,35 @@ def test_language_stage2_loss_falls_and_resumes_exactly(tok, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_region_word_alignment(tok):
+    from perceive_anything.training.language import LanguageTask, ShapesData
+
+    data = ShapesData(kinds={"image": 1.0}, image_tasks=("label",), languages=("en",))
+    with pytest.raises(ValueError, match="shapes data"):
+        LanguageTask("1", [], tokenizer=tok, align_weight=1.0)
+    model = _tiny(tok)
+    task = LanguageTask("1", data, tokenizer=tok, align_weight=1.0)
+    plain = LanguageTask("1", data, tokenizer=tok)
+    params = task.trainable_parameters(model)
+    batch = task.make_batch(0, 0, 1, 6, seed=0)
+    with torch.no_grad():
+        loss, m = task.loss(model, batch)
+        lm_only, m_plain = plain.loss(model, batch)
+    assert "loss_align" in m and "loss_align" not in m_plain
+    assert float(loss) == pytest.approx(float(lm_only) + m["loss_align"], rel=1e-5)
+    # the alignment moves the semantic tokens towards the region's shape and colour words
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(25):
+        blocks = task.visual_blocks(model, batch)
+        align, metrics = task.alignment_loss(model, batch, blocks)
+        opt.zero_grad()
+        align.backward()
+        opt.step()
+    assert metrics["loss_align"] < 0.5 * m["loss_align"], (m, metrics)
+    assert metrics["align_acc_shape"] == 1.0 and metrics["align_acc_color"] == 1.0
+    assert all(p.grad is None for p in model.language.llm.parameters())  # stage 1: the LLM stays frozen
+
+
 def test_video_and_stream_batches(tok):
     from perceive_anything.training.language import LanguageTask, ShapesData
 

@@ -36,6 +36,16 @@ official labels exactly, for parity retraining.
 
 SAM 2 runs without gradient to produce the "mid" features, unless some segmenter parameter
 requires grad (then the segmenter is being trained jointly and gradients flow through it).
+
+Region-word alignment (``align_weight > 0``, shapes data only, off by default): on image rows, the
+mean projected semantic token of the region is asked to be closer (cosine) to the LLM's input
+embedding of the region's own shape word, and of its colour word, than to those of the other
+shapes / colours (cross-entropy over the classes). It adds no parameters. Why: trained from scratch,
+the LLM first learns its text prior, during which visual tokens are noise it learns to ignore; the
+perceiver is then pushed to a constant (measured with ``benchmarks/grounding.py``: region-to-region
+variation of the semantic tokens 0.24 -> 0.02 within 50 stage-1 steps). The alignment keeps the
+semantic tokens region-specific and puts them where the LLM's word embeddings (tied to its output
+layer) already are.
 """
 
 from __future__ import annotations
@@ -535,7 +545,7 @@ class LanguageTask:
 
     def __init__(self, stage: str, data: Any = "shapes", *, tokenizer, official_label_masking: bool = False,
                  lora: bool = False, max_length: int | None = None, name: str | None = None,
-                 image_folder: str | Path | None = None):
+                 image_folder: str | Path | None = None, align_weight: float = 0.0):
         stage = str(stage)
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; PAM's language stages are {', '.join(STAGES)}")
@@ -547,6 +557,10 @@ class LanguageTask:
         self.lora = lora
         self.max_length = max_length
         self.data = self._resolve_data(stage, data, image_folder)
+        if align_weight and not isinstance(self.data, ShapesData):
+            raise ValueError("align_weight needs shapes data (its items name the region's shape and colour)")
+        self.align_weight = float(align_weight)
+        self._align_targets: list[tuple[str, list[str], list[list[int]]]] | None = None
         self.name = name or f"language-stage{stage}" + ("-lora" if lora else "")
 
     @staticmethod
@@ -594,7 +608,46 @@ class LanguageTask:
         embeds, mask, labels = splice_right_padded(lang, [(it.ids, it.labels) for it in batch.items], blocks, max_len)
         loss, metrics = lm_loss(lang.llm, embeds, mask, labels)
         metrics[f"rows_{batch.kind}"] = float(len(batch.items))
+        if self.align_weight > 0 and batch.kind == "image":
+            align, align_metrics = self.alignment_loss(model, batch, blocks)
+            loss = loss + self.align_weight * align
+            metrics.update(align_metrics)
         return loss, metrics
+
+    def _targets(self) -> list[tuple[str, list[str], list[list[int]]]]:
+        """Per attribute (``shape``, ``color``): class names and the token ids of each class word as
+        answers write it (a label answer starts with the shape word; colours follow a space)."""
+        if self._align_targets is None:
+            from . import _vocab as V
+
+            def ids(text: str) -> list[int]:
+                return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+            shapes = list(V.SHAPE_CLASSES)
+            colors = list(V.PALETTE)
+            self._align_targets = [("shape", shapes, [ids(w) for w in shapes]),
+                                   ("color", colors, [ids(" " + w) for w in colors])]
+        return self._align_targets
+
+    def alignment_loss(self, model, batch: LanguageBatch, blocks: Sequence[Tensor],
+                       temperature: float = 0.1) -> tuple[Tensor, dict[str, float]]:
+        """Region-word alignment of image rows (module docstring). ``blocks``: their visual blocks."""
+        lang = model.language
+        n_sem = lang.config.perceiver.num_sem_tokens
+        # image block = [image tokens; image_newline; sem tokens; semT_newline]
+        sem = torch.stack([b[-(n_sem + 1):-1].float().mean(0) for b in blocks])
+        sem = F.normalize(sem, dim=-1)
+        emb = lang.llm.get_input_embeddings().weight
+        total = sem.new_zeros(())
+        metrics: dict[str, float] = {}
+        for key, names, ids in self._targets():
+            words = F.normalize(torch.stack([emb[torch.tensor(t, device=emb.device)].float().mean(0) for t in ids]), dim=-1)
+            target = torch.tensor([names.index(it.meta[key]) for it in batch.items], device=sem.device)
+            logits = sem @ words.T / temperature
+            total = total + F.cross_entropy(logits, target)
+            metrics[f"align_acc_{key}"] = float((logits.argmax(1) == target).float().mean())
+        metrics["loss_align"] = float(total.detach())
+        return total, metrics
 
     # -- visual side
     def visual_blocks(self, model, batch: LanguageBatch) -> list[Tensor]:

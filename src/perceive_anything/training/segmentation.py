@@ -51,6 +51,8 @@ __all__ = [
     "dice_loss",
     "mask_iou",
     "sam_losses",
+    "semantic_prototypes",
+    "semantic_loss",
     "sample_prompt",
     "training_seed",
     "normalize_pixels",
@@ -116,6 +118,48 @@ class LossWeights:
     # initialised model in the "predict nothing" regime for hundreds of steps (measured), so the
     # default is balanced (-1: no alpha weighting); dice still balances object vs background.
     focal_alpha: float = -1.0
+    # weight of the region-semantics term (:func:`semantic_loss`); 0 = SAM's losses only
+    semantic: float = 0.0
+
+
+def semantic_prototypes(num_classes: int, dim: int, seed: int = 20250605) -> Tensor:
+    """(num_classes, dim) fixed orthonormal rows, the same for a given ``(num_classes, dim, seed)``.
+
+    They are the class "weights" of :func:`semantic_loss`: fixed rather than learned, so the loss
+    adds no parameters (a checkpoint and its exact resume stay the model's weights alone) and all
+    the learning happens in the segmenter.
+    """
+    if num_classes > dim:
+        raise ValueError(f"{num_classes} semantic classes need token dim >= {num_classes}, got {dim}")
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, num_classes, generator=g, dtype=torch.float64))
+    return q.T.float().contiguous()
+
+
+def semantic_loss(tokens: Tensor, classes: Tensor, num_classes: Sequence[int], temperature: float = 0.1
+                  ) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy of region tokens against fixed class prototypes, one softmax per attribute.
+
+    ``tokens`` (R, C): the prompted mask token of each region (``mid_mask_tokens[:, 1]``, which the
+    perceiver receives as a query). ``classes`` (R, A): class index per attribute (e.g. shape,
+    colour); ``num_classes`` (A,): classes per attribute. A pretrained SAM 2's features carry the
+    semantics that PAM's perceiver reads out; a tiny SAM 2 trained only to segment learns colour
+    (what separates a region from its surround) and little of shape, so the shapes recipe asks the
+    token to name the region as well. Metrics: ``sem_acc_<a>`` per attribute.
+    """
+    total_classes = int(sum(num_classes))
+    protos = semantic_prototypes(total_classes, tokens.shape[-1]).to(tokens.device)
+    logits = F.normalize(tokens.float(), dim=-1) @ protos.T / temperature
+    loss = logits.new_zeros(())
+    metrics: dict[str, float] = {}
+    start = 0
+    for a, n in enumerate(num_classes):
+        part = logits[:, start: start + n]
+        loss = loss + F.cross_entropy(part, classes[:, a].to(part.device))
+        metrics[f"sem_acc_{a}"] = float((part.argmax(1) == classes[:, a].to(part.device)).float().mean())
+        start += n
+    metrics["loss_semantic"] = float(loss.detach())
+    return loss, metrics
 
 
 def sam_losses(
@@ -395,9 +439,23 @@ class ImageBatch:
     prompts: list[PromptSpec]  # per region
     masks: Tensor  # (R, S, S) float targets
     size: int
+    classes: Tensor | None = None  # (R, 2) shape and colour index (``region_classes``)
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+def region_classes(obj) -> tuple[int, int]:
+    """(shape, colour) class indices of a shapes-world object, for :func:`semantic_loss`."""
+    from . import _vocab as V
+
+    return V.SHAPE_CLASSES.index(obj.shape), list(V.PALETTE).index(obj.color)
+
+
+def semantic_class_counts() -> tuple[int, int]:
+    from . import _vocab as V
+
+    return len(V.SHAPE_CLASSES), len(V.PALETTE)
 
 
 class ImageSegmentationTask:
@@ -431,7 +489,7 @@ class ImageSegmentationTask:
     def make_batch(self, step: int, rank: int, world_size: int, batch_size: int, seed: int) -> ImageBatch:
         from .synthetic import generate_scene
 
-        images, index, prompts, masks = [], [], [], []
+        images, index, prompts, masks, classes = [], [], [], [], []
         for i in range(batch_size):
             scene = generate_scene(training_seed(seed, 1, step, rank, i), self.size, self.num_objects)
             rng = _rng(seed, 2, step, rank, i)
@@ -443,12 +501,14 @@ class ImageSegmentationTask:
                 index.append(i)
                 prompts.append(sample_prompt(m, rng, self.prompt_probs))
                 masks.append(m)
+                classes.append(region_classes(objs[int(j)]))
         return ImageBatch(
             pixels=normalize_pixels(np.stack(images)),
             image_index=index,
             prompts=prompts,
             masks=torch.from_numpy(np.stack(masks)).float(),
             size=self.size,
+            classes=torch.tensor(classes, dtype=torch.long),
         )
 
     def forward(self, model, batch: ImageBatch):
@@ -487,7 +547,16 @@ class ImageSegmentationTask:
         obj = torch.cat([outs[r][0].object_score_logits[outs[r][1]: outs[r][1] + 1] for r in rows])
         target = batch.masks[rows].to(logits.device)
         present = target.flatten(1).any(1)
-        return sam_losses(logits, iou, obj, target, present, self.weights)
+        loss, metrics = sam_losses(logits, iou, obj, target, present, self.weights)
+        if self.weights.semantic > 0:
+            if batch.classes is None:
+                raise ValueError("LossWeights.semantic > 0 needs ImageBatch.classes")
+            tokens = torch.cat([outs[r][0].mid_mask_tokens[outs[r][1], 1:2] for r in rows])
+            sem, sem_metrics = semantic_loss(tokens, batch.classes[rows], semantic_class_counts())
+            loss = loss + self.weights.semantic * sem
+            metrics.update(sem_metrics)
+            metrics["loss"] = float(loss.detach())
+        return loss, metrics
 
 
 # ----------------------------------------------------------------------------------------------
