@@ -31,7 +31,7 @@ def variation(x: torch.Tensor) -> float:
 
 def run(model: str | None, regions: int, seed: int) -> dict:
     from perceive_anything.checkpoints import load_pretrained
-    from perceive_anything.training.language import ShapesData, _image_mids, heldout_seed, lm_loss, splice_right_padded
+    from perceive_anything.training.language import ShapesData, image_mids, heldout_seed, lm_loss, splice_right_padded
 
     loaded = load_pretrained(model)  # None: the embedded model
     pam, tok = loaded.model.eval(), loaded.tokenizer
@@ -39,7 +39,7 @@ def run(model: str | None, regions: int, seed: int) -> dict:
     data = ShapesData(kinds={"image": 1.0}, image_tasks=("label", "brief_caption"), languages=("en",))
     batch = data.make("image", random.Random(heldout_seed(seed, "grounding")), regions, tok, False)
     with torch.no_grad():
-        embed, tokens = _image_mids(pam, batch)
+        embed, tokens = image_mids(pam, batch)
         sem, img = lang.perceiver(embed.to(lang.dtype), tokens.to(lang.dtype), lang.config.perceiver.image_shuffle)
         result = {
             "model": loaded.name,

@@ -12,6 +12,8 @@ Prints ONE JSON object and writes it to ``benchmarks/results/tiny_model.json`` (
 * ``exit_absent_rate``: objects that leave the view (generated exits, box on frame 0): the share of
   frames after the object has gone on which it is reported absent (object score < 0) with an empty
   mask; ``exit_present_rate``: the share of frames, while it is still well inside, reported present.
+* ``caption_color_accuracy``: the first colour word of the brief EN caption is the region's colour
+  (``_shuffled``: the colour of another region, the same derangement as below).
 * ``caption_cider``: CIDEr-D (pycocoevalcap) of the brief EN captions against the region's
   ground-truth caption; ``caption_cider_shuffled``: the same predictions scored against captions of
   *other* regions (a derangement) — the gap shows the captions describe the prompted region rather
@@ -63,10 +65,17 @@ def _derange(items: list, shift: int = 1) -> list:
     return items[k:] + items[:k]
 
 
+def _first_color(caption: str, colors: list[str]) -> str | None:
+    for w in re.findall(r"[a-z]+", caption.lower()):
+        if w in colors:
+            return w
+    return None
+
+
 def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: int) -> dict:
     from perceive_anything import PerceiveAnything
     from perceive_anything.training.language import heldout_seed
-    from perceive_anything.training.synthetic import generate_scene, generate_video
+    from perceive_anything.training.synthetic import PALETTE, generate_scene, generate_video
 
     t0 = time.time()
     pam = PerceiveAnything.from_pretrained(model)
@@ -74,7 +83,7 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
 
     correct = {"en": 0, "zh": 0}
     n_obj = 0
-    cap_pred, cap_ref = [], []
+    cap_pred, cap_ref, cap_color = [], [], []
     for i in range(scenes):
         scene = generate_scene(heldout_seed(i, f"bench-scene-{seed}"), size=256)
         boxes = [list(o.box) for o in scene.objects]
@@ -87,8 +96,13 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
             correct["zh"] += _norm_label(r_zh.label) == _norm_label(obj.label["zh"])
             cap_pred.append(r_en.caption or "")
             cap_ref.append(obj.brief_caption["en"])
+            cap_color.append(obj.color)
     result["label_accuracy"] = correct["en"] / max(1, n_obj)
     result["label_accuracy_zh"] = correct["zh"] / max(1, n_obj)
+    said = [_first_color(p, list(PALETTE)) for p in cap_pred]
+    result["caption_color_accuracy"] = float(np.mean([a == b for a, b in zip(said, cap_color)])) if said else None
+    result["caption_color_accuracy_shuffled"] = (
+        float(np.mean([a == b for a, b in zip(said, _derange(cap_color, shift=7))])) if said else None)
     result["caption_cider"] = cider(cap_pred, cap_ref)
     result["caption_cider_shuffled"] = cider(cap_pred, _derange(cap_ref, shift=7))
     result["n_regions"] = n_obj

@@ -77,6 +77,8 @@ __all__ = [
     "build_training_sequence",
     "stage_parameters",
     "lm_loss",
+    "image_mids",
+    "video_mids",
 ]
 
 IGNORE_INDEX = -100
@@ -556,9 +558,9 @@ class LanguageTask:
         self.official_label_masking = official_label_masking
         self.lora = lora
         self.max_length = max_length
-        self.data = self._resolve_data(stage, data, image_folder)
-        if align_weight and not isinstance(self.data, ShapesData):
+        if align_weight and not (isinstance(data, ShapesData) or (isinstance(data, str) and data == "shapes")):
             raise ValueError("align_weight needs shapes data (its items name the region's shape and colour)")
+        self.data = self._resolve_data(stage, data, image_folder)
         self.align_weight = float(align_weight)
         self._align_targets: list[tuple[str, list[str], list[list[int]]]] | None = None
         self.name = name or f"language-stage{stage}" + ("-lora" if lora else "")
@@ -656,9 +658,9 @@ class LanguageTask:
         train_seg = any(p.requires_grad for p in seg.parameters())
         with torch.set_grad_enabled(train_seg and torch.is_grad_enabled()):
             if batch.kind == "image":
-                embed, tokens = _image_mids(model, batch)
+                embed, tokens = image_mids(model, batch)
             else:
-                mids = _video_mids(model, batch)
+                mids = video_mids(model, batch)
         lang = model.language
         if batch.kind == "image":
             return list(lang.image_visual_block(embed, tokens).unbind(0))
@@ -707,7 +709,7 @@ def _sam_prompt(model, item: LanguageItem, wh: tuple[int, int]) -> tuple[Tensor,
     return coords.to(seg.device), labels.to(seg.device)
 
 
-def _image_mids(model, batch: LanguageBatch) -> tuple[Tensor, Tensor]:
+def image_mids(model, batch: LanguageBatch) -> tuple[Tensor, Tensor]:
     """(R, C, F, F) and (R, 2, C) mid features of every row, one image-encoder call for the batch."""
     seg = model.segmenter
     feats = seg.encode_image(_pixels(model, [s[0] for s in batch.sources]))
@@ -727,7 +729,7 @@ def _image_mids(model, batch: LanguageBatch) -> tuple[Tensor, Tensor]:
     return torch.stack(embeds), torch.stack(tokens)
 
 
-def _video_mids(model, batch: LanguageBatch) -> list[list[tuple[Tensor, Tensor]]]:
+def video_mids(model, batch: LanguageBatch) -> list[list[tuple[Tensor, Tensor]]]:
     """Per row, the (mid_image_embed, mid_mask_tokens) of the LLM frames (official selection rule)."""
     from ..processing.video import llm_frame_positions
 

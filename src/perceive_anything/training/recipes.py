@@ -3,7 +3,7 @@
 ``shapes``: the embedded tiny model, from scratch, on the synthetic shapes world: the SAM 2
 segmenter (image segmentation, then image + video tracking), then PAM's language stages 1, 1.5
 and 2 (see ``training.language``). ``steps_scale`` multiplies every phase's step count (a test
-uses ~0.01; 1.0 is the full recipe, about 46 minutes on 2 CPU cores).
+uses ~0.01; 1.0 is the full recipe, about 65 minutes on 2 CPU cores).
 
 ``pam_data``: a language stage on PAM-data records (the official training format) starting from
 a model folder or a preset.
@@ -30,12 +30,12 @@ __all__ = ["ShapesRecipe", "SHAPES_RECIPE", "build_shapes_phases", "train_shapes
 class ShapesRecipe:
     """Step counts and learning rates of the shapes recipe (at ``steps_scale=1``).
 
-    Measured with ``--threads 2`` on an otherwise idle 2-core CPU (46 min in all): SAM image phase
-    0.41 s/step (16 min), SAM image+video 0.57 s/step (9 min), language stage 1 0.35 s/step,
-    stage 1.5 2.0 s/step, stage 2 (mixed) 0.79 s/step (16 min).
+    Measured with ``--threads 2`` on an otherwise idle 2-core CPU (65 min in all): SAM image phase
+    0.54 s/step (27 min), SAM image+video 0.71 s/step (12 min), language stage 1 0.22 s/step,
+    stage 1.5 2.0 s/step, stage 2 (mixed) 1.1 s/step (22 min).
     """
 
-    sam_image_steps: int = 2400
+    sam_image_steps: int = 3000
     sam_mix_steps: int = 1000
     sam_lr: float = 1e-3
     sam_weight_decay: float = 0.05
@@ -48,6 +48,10 @@ class ShapesRecipe:
     sam_regions_per_image: int = 4
     sam_objects: tuple[int, int] = (2, 6)
     sam_dice_weight: float = 5.0
+    # region semantics in the segmenter's prompted mask token (``LossWeights.semantic``) and
+    # region-word alignment in the language stages (``LanguageTask(align_weight=...)``)
+    sam_semantic_weight: float = 1.0
+    language_align_weight: float = 1.0
     stage1_steps: int = 200
     stage15_steps: int = 100
     stage2_steps: int = 1200
@@ -73,7 +77,7 @@ def build_shapes_phases(tokenizer, steps_scale: float = 1.0, recipe: ShapesRecip
     if segmenter:
         from .segmentation import ImageSegmentationTask, LossWeights, VideoTrackingTask
 
-        weights = LossWeights(dice=r.sam_dice_weight)
+        weights = LossWeights(dice=r.sam_dice_weight, semantic=r.sam_semantic_weight)
         image_task = ImageSegmentationTask(regions_per_image=r.sam_regions_per_image, num_objects=r.sam_objects,
                                            weights=weights)
         phases.append(Phase(image_task, _scaled(r.sam_image_steps, steps_scale), r.sam_lr, r.sam_image_batch,
@@ -85,7 +89,8 @@ def build_shapes_phases(tokenizer, steps_scale: float = 1.0, recipe: ShapesRecip
         phases.append(Phase(mix, _scaled(r.sam_mix_steps, steps_scale), r.sam_lr, r.sam_image_batch,
                             weight_decay=r.sam_weight_decay, warmup=r.warmup, name="sam-image+video"))
     for stage, steps in (("1", r.stage1_steps), ("1.5", r.stage15_steps), ("2", r.stage2_steps)):
-        phases.append(Phase(LanguageTask(stage, tokenizer=tokenizer), _scaled(steps, steps_scale), r.language_lr,
+        task = LanguageTask(stage, tokenizer=tokenizer, align_weight=r.language_align_weight)
+        phases.append(Phase(task, _scaled(steps, steps_scale), r.language_lr,
                             r.language_batch, warmup=r.warmup, name=f"language-stage{stage}"))
     return phases
 
