@@ -96,6 +96,29 @@ def test_resume_refuses_other_recipe(tmp_path):
         Trainer(model, phases, TrainerConfig(tmp_path, seed=3, resume=True, quiet=True)).run()
 
 
+def test_finished_run_extended_with_a_phase_resumes_exactly(tmp_path):
+    def phases(extra):
+        return _phases() + ([Phase(ToyTask("all"), steps=4, lr=5e-3, batch_size=8, name="c")] if extra else [])
+
+    def run(out, extra, resume=False):
+        model = toy_model()
+        trainer = Trainer(model, phases(extra), TrainerConfig(out, seed=3, checkpoint_every=2, resume=resume, quiet=True))
+        trainer.run()
+        return model, trainer.history
+
+    ref_model, ref = run(tmp_path / "ref", extra=True)
+    run(tmp_path / "run", extra=False)
+    model, rest = run(tmp_path / "run", extra=True, resume=True)
+    assert [h["name"] for h in rest] == ["c"] * 4  # only the new phase runs
+    assert [h["loss"] for h in rest] == [h["loss"] for h in ref[-4:]]
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(a, b)
+    # an unfinished run is not "extended": its phases must match
+    _run(tmp_path / "killed", stop_after=3)
+    with pytest.raises(ValueError, match="cannot resume"):
+        Trainer(toy_model(), phases(True), TrainerConfig(tmp_path / "killed", seed=3, resume=True, quiet=True)).run()
+
+
 def test_phase_trains_only_its_parameters(tmp_path):
     model = toy_model()
     before = [p.detach().clone() for p in model.parameters()]

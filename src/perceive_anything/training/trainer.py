@@ -406,7 +406,12 @@ class Trainer:
             return None
         state = json.loads(path.read_text())
         sigs = [p.signature() for p in self.phases]
-        if state["phases"] != sigs:
+        saved = state["phases"]
+        # a finished run may be extended with more phases: its end is the phase boundary that an
+        # uninterrupted run of the longer list passes through, so resuming there is still exact
+        extends = (len(saved) < len(sigs) and sigs[: len(saved)] == saved
+                   and state["phase"] == len(saved) and state["phase_step"] == 0)
+        if saved != sigs and not extends:
             raise ValueError(
                 f"cannot resume from {path.parent}: it was written for phases {state['phases']}, "
                 f"this run has {sigs} (same recipe, steps and batch sizes are needed for an exact resume)"
