@@ -562,7 +562,7 @@ class LanguageTask:
             raise ValueError("align_weight needs shapes data (its items name the region's shape and colour)")
         self.data = self._resolve_data(stage, data, image_folder)
         self.align_weight = float(align_weight)
-        self._align_targets: list[tuple[str, list[str], list[list[int]]]] | None = None
+        self._align_targets: list[tuple[str, tuple[str, ...], list[list[int]]]] | None = None
         self.name = name or f"language-stage{stage}" + ("-lora" if lora else "")
 
     @staticmethod
@@ -616,19 +616,18 @@ class LanguageTask:
             metrics.update(align_metrics)
         return loss, metrics
 
-    def _targets(self) -> list[tuple[str, list[str], list[list[int]]]]:
-        """Per attribute (``shape``, ``color``): class names and the token ids of each class word as
-        answers write it (a label answer starts with the shape word; colours follow a space)."""
+    def _targets(self) -> list[tuple[str, tuple[str, ...], list[list[int]]]]:
+        """Per region attribute (``synthetic.REGION_ATTRIBUTES``): class names and the token ids of
+        each class word as answers write it (a label answer starts with the shape word; other words
+        follow a space)."""
         if self._align_targets is None:
-            from . import _vocab as V
+            from .synthetic import REGION_ATTRIBUTES
 
             def ids(text: str) -> list[int]:
                 return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-            shapes = list(V.SHAPE_CLASSES)
-            colors = list(V.PALETTE)
-            self._align_targets = [("shape", shapes, [ids(w) for w in shapes]),
-                                   ("color", colors, [ids(" " + w) for w in colors])]
+            self._align_targets = [(key, names, [ids(w if key == "shape" else " " + w) for w in names])
+                                   for key, names in REGION_ATTRIBUTES.items()]
         return self._align_targets
 
     def alignment_loss(self, model, batch: LanguageBatch, blocks: Sequence[Tensor],

@@ -2,8 +2,9 @@
 
 ``shapes``: the embedded tiny model, from scratch, on the synthetic shapes world: the SAM 2
 segmenter (image segmentation, then image + video tracking), then PAM's language stages 1, 1.5
-and 2 (see ``training.language``), then stage 2 once more on image regions only (grounding). ``steps_scale`` multiplies every phase's step count (a test
-uses ~0.01; 1.0 is the full recipe, about 70 minutes on 2 CPU cores).
+and 2 (see ``training.language``), then stage 2 once more on image regions only (grounding).
+``steps_scale`` multiplies every phase's step count (a test uses ~0.01; 1.0 is the full recipe,
+about 70 minutes on 2 CPU cores).
 
 ``pam_data``: a language stage on PAM-data records (the official training format) starting from
 a model folder or a preset.
@@ -104,7 +105,7 @@ def build_shapes_phases(tokenizer, steps_scale: float = 1.0, recipe: ShapesRecip
         task = LanguageTask("2", data, tokenizer=tokenizer, align_weight=r.language_align_weight,
                             name="language-stage2-grounding")
         phases.append(Phase(task, _scaled(r.grounding_steps, steps_scale), r.grounding_lr, r.language_batch,
-                            warmup=r.warmup, name="language-stage2-grounding"))
+                            warmup=r.warmup))  # named after its task
     return phases
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,13 +123,22 @@ class LossWeights:
     semantic: float = 0.0
 
 
-def semantic_prototypes(num_classes: int, dim: int, seed: int = 20250605) -> Tensor:
+_PROTOTYPE_SEED = 20250605
+
+
+def semantic_prototypes(num_classes: int, dim: int, seed: int = _PROTOTYPE_SEED) -> Tensor:
     """(num_classes, dim) fixed orthonormal rows, the same for a given ``(num_classes, dim, seed)``.
 
     They are the class "weights" of :func:`semantic_loss`: fixed rather than learned, so the loss
     adds no parameters (a checkpoint and its exact resume stay the model's weights alone) and all
     the learning happens in the segmenter.
     """
+    return _prototypes(num_classes, dim, seed).clone()
+
+
+@lru_cache(maxsize=8)
+def _prototypes(num_classes: int, dim: int, seed: int) -> Tensor:
+    # cached: the loss runs every training step and the prototypes never change
     if num_classes > dim:
         raise ValueError(f"{num_classes} semantic classes need token dim >= {num_classes}, got {dim}")
     g = torch.Generator().manual_seed(seed)
@@ -148,7 +158,7 @@ def semantic_loss(tokens: Tensor, classes: Tensor, num_classes: Sequence[int], t
     token to name the region as well. Metrics: ``sem_acc_<a>`` per attribute.
     """
     total_classes = int(sum(num_classes))
-    protos = semantic_prototypes(total_classes, tokens.shape[-1]).to(tokens.device)
+    protos = _prototypes(total_classes, tokens.shape[-1], _PROTOTYPE_SEED).to(tokens.device)
     logits = F.normalize(tokens.float(), dim=-1) @ protos.T / temperature
     loss = logits.new_zeros(())
     metrics: dict[str, float] = {}
@@ -439,23 +449,23 @@ class ImageBatch:
     prompts: list[PromptSpec]  # per region
     masks: Tensor  # (R, S, S) float targets
     size: int
-    classes: Tensor | None = None  # (R, 2) shape and colour index (``region_classes``)
+    classes: Tensor | None = None  # (R, A) class index per region attribute (``region_classes``)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
 
-def region_classes(obj) -> tuple[int, int]:
-    """(shape, colour) class indices of a shapes-world object, for :func:`semantic_loss`."""
-    from . import _vocab as V
+def region_classes(obj) -> tuple[int, ...]:
+    """Class index per ``synthetic.REGION_ATTRIBUTES`` (shape, colour) of a shapes-world object."""
+    from .synthetic import REGION_ATTRIBUTES
 
-    return V.SHAPE_CLASSES.index(obj.shape), list(V.PALETTE).index(obj.color)
+    return tuple(names.index(getattr(obj, key)) for key, names in REGION_ATTRIBUTES.items())
 
 
-def semantic_class_counts() -> tuple[int, int]:
-    from . import _vocab as V
+def semantic_class_counts() -> tuple[int, ...]:
+    from .synthetic import REGION_ATTRIBUTES
 
-    return len(V.SHAPE_CLASSES), len(V.PALETTE)
+    return tuple(len(names) for names in REGION_ATTRIBUTES.values())
 
 
 class ImageSegmentationTask:

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from . import _vocab as V
 
 __all__ = [
-    "LANGS", "SHAPE_CLASSES", "PALETTE", "TEXTURES", "SIZES", "BACKGROUND_KINDS", "MOTION_KINDS",
+    "LANGS", "SHAPE_CLASSES", "PALETTE", "REGION_ATTRIBUTES", "TEXTURES", "SIZES", "BACKGROUND_KINDS", "MOTION_KINDS",
     "SceneObject", "Scene", "Event", "VideoObject", "VideoSample",
     "generate_scene", "generate_video", "generate_stream",
     "format_label_definition", "secondary_color", "gradient_endpoints", "mask_to_box",
@@ -45,6 +45,9 @@ SHAPE_CLASSES = V.SHAPE_CLASSES
 PALETTE = V.PALETTE
 TEXTURES = V.TEXTURES
 SIZES = V.SIZES
+# the attributes a region is named by, with their classes in a fixed order (the semantic and
+# alignment training terms index them)
+REGION_ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": tuple(SHAPE_CLASSES), "color": tuple(PALETTE)}
 BACKGROUND_KINDS = V.BACKGROUND_KINDS
 MOTION_KINDS: tuple[str, ...] = ("static", "slide", "bounce", "rotate", "grow", "shrink", "color", "exit")
 
