@@ -121,6 +121,7 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
         result["video_caption_cider"] = cider(vid_pred, vid_ref)
         result["video_caption_cider_shuffled"] = cider(vid_pred, _derange(vid_ref, shift=5))
         result["n_video_objects"] = len(vid_pred)
+        result["example_video_captions"] = [{"pred": p, "truth": r} for p, r in list(zip(vid_pred, vid_ref))[:3]]
 
     try:
         from perceive_anything.training.eval_segmentation import (evaluate_exits, evaluate_image_iou,

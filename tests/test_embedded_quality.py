@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(embedded_model_dir() is None, reason="no embedde
 
 MASK_IOU_BAR = 0.75
 TRACK_IOU_BAR = 0.6
+VIDEO_COLOUR_BAR = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +55,25 @@ def test_each_prompt_gets_its_own_object(pam):
     assert hits / n >= 0.9, f"{hits}/{n} masks matched their own object best"
 
 
+def _first_colour(text: str | None) -> str | None:
+    import re
+
+    from perceive_anything.training.synthetic import PALETTE
+
+    return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
+
+
+def _assert_names_colours(said: list, truth: list, bar: float, margin: float) -> None:
+    right = np.mean([a == b for a, b in zip(said, truth)])
+    shuffled = np.mean([a == b for a, b in zip(said, truth[5:] + truth[:5])])
+    assert right >= bar and right >= shuffled + margin, (right, shuffled, list(zip(said, truth)))
+
+
 def test_brief_captions_name_the_regions_colour(pam):
     """The language side reads the region: the first colour word of each brief caption is the
     prompted object's colour, far more often than it is the colour of another object."""
-    import re
-
     from perceive_anything.training.language import heldout_seed
-    from perceive_anything.training.synthetic import PALETTE, generate_scene
+    from perceive_anything.training.synthetic import generate_scene
 
     said, truth = [], []
     for i in range(8):
@@ -68,13 +81,28 @@ def test_brief_captions_name_the_regions_colour(pam):
         result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="brief_caption",
                               lang="en", max_new_tokens=24)
         for obj, region in zip(scene.objects, result.regions):
-            words = [w for w in re.findall(r"[a-z]+", (region.caption or "").lower()) if w in PALETTE]
-            said.append(words[0] if words else None)
+            said.append(_first_colour(region.caption))
             truth.append(obj.color)
     assert len(said) >= 16
-    right = np.mean([a == b for a, b in zip(said, truth)])
-    shuffled = np.mean([a == b for a, b in zip(said, truth[5:] + truth[:5])])
-    assert right >= 0.7 and right >= shuffled + 0.4, (right, shuffled, list(zip(said, truth)))
+    _assert_names_colours(said, truth, 0.7, 0.4)
+
+
+def test_video_captions_name_the_tracked_objects_colour(pam):
+    """Video captions are about the prompted object too: their first colour word is the object's
+    colour on frame 0 far more often than another object's."""
+    from perceive_anything.training.language import heldout_seed
+    from perceive_anything.training.synthetic import generate_video
+
+    said, truth = [], []
+    for i in range(6):
+        video = generate_video(heldout_seed(i, "ci-quality-video-colour"), num_frames=16, size=256)
+        result = pam.perceive_video([np.asarray(f) for f in video.frames], [list(o.boxes[0]) for o in video.objects],
+                                    task="video_caption", lang="en", max_new_tokens=24)
+        for obj, tracked in zip(video.objects, result.objects):
+            said.append(_first_colour(tracked.caption))
+            truth.append(obj.color)
+    assert len(said) >= 10
+    _assert_names_colours(said, truth, VIDEO_COLOUR_BAR, 0.4)
 
 
 def test_tracks_moving_objects(pam):

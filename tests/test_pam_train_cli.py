@@ -26,7 +26,7 @@ def test_pam_train_shapes_recipe_tiny(tmp_path, capsys):
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     names = [x["name"] for x in log if x.get("event") == "phase_start"]
     assert names == ["sam-image", "sam-image+video", "language-stage1", "language-stage1.5", "language-stage2",
-                     "language-stage2-grounding"]
+                     "language-stage2-grounding", "language-stage2-refresh"]
     pam = PerceiveAnything.from_pretrained(out)
     res = pam.perceive(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy(), [[4, 4, 40, 40]], task="label",
                        max_new_tokens=3)

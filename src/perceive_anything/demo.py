@@ -15,7 +15,7 @@ from pathlib import Path
 MISSING_MODEL = (
     "the embedded tiny model is missing from this installation (src/perceive_anything/assets/tiny-shapes). "
     "Create it with:  pam train --recipe shapes --out src/perceive_anything/assets/tiny-shapes  "
-    "(about 70 minutes on 2 CPU cores with --threads 2), or pass --model DIR"
+    "(about 73 minutes on 2 CPU cores with --threads 2), or pass --model DIR"
 )
 
 
