@@ -65,17 +65,10 @@ def _derange(items: list, shift: int = 1) -> list:
     return items[k:] + items[:k]
 
 
-def _first_color(caption: str, colors: list[str]) -> str | None:
-    for w in re.findall(r"[a-z]+", caption.lower()):
-        if w in colors:
-            return w
-    return None
-
-
 def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: int) -> dict:
     from perceive_anything import PerceiveAnything
     from perceive_anything.training.language import heldout_seed
-    from perceive_anything.training.synthetic import PALETTE, generate_scene, generate_video
+    from perceive_anything.training.synthetic import first_color_word, generate_scene, generate_video
 
     t0 = time.time()
     pam = PerceiveAnything.from_pretrained(model)
@@ -99,7 +92,7 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
             cap_color.append(obj.color)
     result["label_accuracy"] = correct["en"] / max(1, n_obj)
     result["label_accuracy_zh"] = correct["zh"] / max(1, n_obj)
-    said = [_first_color(p, list(PALETTE)) for p in cap_pred]
+    said = [first_color_word(p) for p in cap_pred]
     result["caption_color_accuracy"] = float(np.mean([a == b for a, b in zip(said, cap_color)])) if said else None
     result["caption_color_accuracy_shuffled"] = (
         float(np.mean([a == b for a, b in zip(said, _derange(cap_color, shift=7))])) if said else None)

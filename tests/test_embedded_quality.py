@@ -10,6 +10,7 @@ import pytest
 
 from perceive_anything.checkpoints import embedded_model_dir
 from perceive_anything.training.eval_segmentation import binary_iou
+from perceive_anything.training.synthetic import first_color_word
 
 pytestmark = pytest.mark.skipif(embedded_model_dir() is None, reason="no embedded model in this checkout")
 
@@ -55,14 +56,6 @@ def test_each_prompt_gets_its_own_object(pam):
     assert hits / n >= 0.9, f"{hits}/{n} masks matched their own object best"
 
 
-def _first_colour(text: str | None) -> str | None:
-    import re
-
-    from perceive_anything.training.synthetic import PALETTE
-
-    return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
-
-
 def _assert_names_colours(said: list, truth: list, bar: float, margin: float) -> None:
     right = np.mean([a == b for a, b in zip(said, truth)])
     shuffled = np.mean([a == b for a, b in zip(said, truth[5:] + truth[:5])])
@@ -81,7 +74,7 @@ def test_brief_captions_name_the_regions_colour(pam):
         result = pam.perceive(scene.image, [list(o.box) for o in scene.objects], task="brief_caption",
                               lang="en", max_new_tokens=24)
         for obj, region in zip(scene.objects, result.regions):
-            said.append(_first_colour(region.caption))
+            said.append(first_color_word(region.caption))
             truth.append(obj.color)
     assert len(said) >= 16
     _assert_names_colours(said, truth, 0.7, 0.4)
@@ -99,7 +92,7 @@ def test_video_captions_name_the_tracked_objects_colour(pam):
         result = pam.perceive_video([np.asarray(f) for f in video.frames], [list(o.boxes[0]) for o in video.objects],
                                     task="video_caption", lang="en", max_new_tokens=24)
         for obj, tracked in zip(video.objects, result.objects):
-            said.append(_first_colour(tracked.caption))
+            said.append(first_color_word(tracked.caption))
             truth.append(obj.color)
     assert len(said) >= 10
     _assert_names_colours(said, truth, VIDEO_COLOUR_BAR, 0.4)

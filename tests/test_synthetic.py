@@ -275,3 +275,11 @@ def test_speed():
     for seed in range(10):
         S.generate_scene(seed, size=256)
     assert (time.perf_counter() - t) / 10 < 0.1   # typically ~10 ms
+
+
+def test_first_color_word():
+    from perceive_anything.training.synthetic import first_color_word
+
+    assert first_color_word("A small Red star left of the blue ring.") == "red"
+    assert first_color_word("reddish redder") is None  # whole words only
+    assert first_color_word("a star") is None and first_color_word(None) is None

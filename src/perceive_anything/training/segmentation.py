@@ -164,9 +164,9 @@ def semantic_loss(tokens: Tensor, classes: Tensor, num_classes: Sequence[int], t
     metrics: dict[str, float] = {}
     start = 0
     for a, n in enumerate(num_classes):
-        part = logits[:, start: start + n]
-        loss = loss + F.cross_entropy(part, classes[:, a].to(part.device))
-        metrics[f"sem_acc_{a}"] = float((part.argmax(1) == classes[:, a].to(part.device)).float().mean())
+        part, target = logits[:, start: start + n], classes[:, a].to(logits.device)
+        loss = loss + F.cross_entropy(part, target)
+        metrics[f"sem_acc_{a}"] = float((part.argmax(1) == target).float().mean())
         start += n
     metrics["loss_semantic"] = float(loss.detach())
     return loss, metrics

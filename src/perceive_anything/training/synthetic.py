@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -36,7 +37,7 @@ __all__ = [
     "LANGS", "SHAPE_CLASSES", "PALETTE", "REGION_ATTRIBUTES", "TEXTURES", "SIZES", "BACKGROUND_KINDS", "MOTION_KINDS",
     "SceneObject", "Scene", "Event", "VideoObject", "VideoSample",
     "generate_scene", "generate_video", "generate_stream",
-    "format_label_definition", "secondary_color", "gradient_endpoints", "mask_to_box",
+    "format_label_definition", "first_color_word", "secondary_color", "gradient_endpoints", "mask_to_box",
     "sample_points", "main",
 ]
 
@@ -49,6 +50,12 @@ SIZES = V.SIZES
 # alignment training terms index them)
 REGION_ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": tuple(SHAPE_CLASSES), "color": tuple(PALETTE)}
 BACKGROUND_KINDS = V.BACKGROUND_KINDS
+
+
+def first_color_word(text: str | None) -> str | None:
+    """The first palette colour named in an English ``text`` (None if it names none): how the
+    benchmark and the CI tests check that a caption is about the prompted region."""
+    return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
 MOTION_KINDS: tuple[str, ...] = ("static", "slide", "bounce", "rotate", "grow", "shrink", "color", "exit")
 
 # An object colour must differ clearly from the background, otherwise its mask would be
