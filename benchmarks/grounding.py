@@ -14,12 +14,13 @@ answers with each region's own visual tokens and with another region's (``loss_r
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
 
 import torch
+
+from _report import report  # benchmarks/ is sys.path[0] when a benchmark runs as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "grounding.json"
 
@@ -67,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="also write the JSON here")
     args = ap.parse_args(argv)
     result = run(args.model, args.regions, args.seed)
-    print(json.dumps(result))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {out}", file=sys.stderr)
+    report(result, args.out)
     return 0
 
 

@@ -11,13 +11,14 @@ one JSON object: ``frames`` (processed), ``rss_mb_start`` (after the first clip)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _report import report  # benchmarks/ is sys.path[0] when a benchmark runs as a script
 
 
 def rss_mb() -> float:
@@ -115,9 +116,7 @@ def main(argv=None) -> dict:
         "model": pam.name,
         "carry_memory": args.carry_memory,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report(result, args.out)
     return result
 
 

@@ -28,13 +28,14 @@ use odd generator seeds, which training never uses (``training.language.heldout_
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _report import report  # benchmarks/ is sys.path[0] when a benchmark runs as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tiny_model.json"
 
@@ -148,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     result = run(args.model, args.scenes, args.videos, args.seed, args.max_new_tokens)
-    text = json.dumps(result, ensure_ascii=False)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"wrote {out}", file=sys.stderr)
+    report(result, args.out)
     return 0
 
 
