@@ -49,7 +49,6 @@ class HieraProbe(nn.Module):
             setattr(cfg, key, value)
         if "embed_dim" in overrides and "backbone_channel_list" not in overrides:
             cfg.backbone_channel_list = [cfg.embed_dim * 2**i for i in range(4)][::-1]
-        self.config = cfg
         self.segmenter = PamSegmenter(cfg)
         init_for_training(self, seed)  # the recipe's from-scratch init
         self.segmenter.set_trainable(True)

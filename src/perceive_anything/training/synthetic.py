@@ -50,12 +50,6 @@ SIZES = V.SIZES
 # alignment training terms index them)
 REGION_ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": tuple(SHAPE_CLASSES), "color": tuple(PALETTE)}
 BACKGROUND_KINDS = V.BACKGROUND_KINDS
-
-
-def first_color_word(text: str | None) -> str | None:
-    """The first palette colour named in an English ``text`` (None if it names none): how the
-    benchmark and the CI tests check that a caption is about the prompted region."""
-    return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
 MOTION_KINDS: tuple[str, ...] = ("static", "slide", "bounce", "rotate", "grow", "shrink", "color", "exit")
 
 # An object colour must differ clearly from the background, otherwise its mask would be
@@ -76,6 +70,12 @@ def format_label_definition(label: str, definition: str, lang: str) -> str:
     if lang == "zh":
         return f"{label}：{definition}"
     raise ValueError(f"unknown language {lang!r}; expected one of {LANGS}")
+
+
+def first_color_word(text: str | None) -> str | None:
+    """The first palette colour named in an English ``text`` (None if it names none): how the
+    benchmark and the CI tests check that a caption is about the prompted region."""
+    return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
 
 
 # =============================================================================================
