@@ -1,13 +1,17 @@
 """How fast does a vision trunk learn *what shape* a shapes-world region is?  A diagnostic for the
 embedded model's label accuracy.
 
-    python benchmarks/shape_probe.py [--trunk hiera|crop-cnn] [--steps 2000] [--hiera '{"embed_dim": 32}']
+    python benchmarks/shape_probe.py [--trunk hiera|cnn|crop-cnn] [--steps 2000] [--hiera '{"embed_dim": 32}']
 
 ``hiera``: the tiny-shapes SAM 2 image encoder (optionally with ``SegmenterConfig`` overrides),
 from scratch as in the recipe, trained on nothing but region classification: each prompted region's
 stride-16 image embedding (the level the perceiver reads) is averaged under its ground-truth mask
 and two small heads name its shape and its colour. This is the most direct signal the perceiver's
 input could get, without the segmentation losses competing for it.
+
+``cnn``: the same readout (whole 256-pixel image, stride-16 map of the same width, averaged under
+the region's mask) on a plain nine-layer 3x3 CNN instead of the Hiera: whether a trunk with
+convolutional bias learns shape from the same full-image features in that many steps.
 
 ``crop-cnn``: the same regions, cropped to their box and resized to 48x48, classified by a
 six-layer CNN. It shows whether the pixels make shape learnable at all in that many steps.
@@ -56,9 +60,41 @@ class HieraProbe(nn.Module):
             nn.Sequential(nn.Linear(cfg.d_model, 128), nn.GELU(), nn.Linear(128, n)) for n in num_classes)
 
     def forward(self, batch) -> list[torch.Tensor]:
-        embed = self.segmenter.encode_image(batch.pixels).image_embed[torch.tensor(batch.image_index)]
-        weight = F.adaptive_avg_pool2d(batch.masks[:, None].float(), embed.shape[-1])  # mask coverage per cell
-        pooled = (embed * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
+        pooled = mask_pool(self.segmenter.encode_image(batch.pixels).image_embed, batch)
+        return [head(pooled) for head in self.heads]
+
+
+def mask_pool(embed: torch.Tensor, batch) -> torch.Tensor:
+    """(R, C): each region's (B, C, F, F) image-embedding cells averaged, weighted by mask coverage."""
+    embed = embed[torch.tensor(batch.image_index)]
+    weight = F.adaptive_avg_pool2d(batch.masks[:, None].float(), embed.shape[-1])
+    return (embed * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
+
+
+def _conv(i: int, o: int, stride: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.GroupNorm(8, o), nn.GELU())
+
+
+class CnnProbe(nn.Module):
+    """Whole image -> stride-16 map as wide as the tiny-shapes image embedding, like ``HieraProbe``."""
+
+    def __init__(self, num_classes: tuple[int, ...]) -> None:
+        super().__init__()
+        from perceive_anything.config import pam_preset
+
+        cfg = pam_preset("tiny-shapes").segmenter
+        width = cfg.d_model
+        layers, c = [], 3
+        for level in range(4):  # each level halves the resolution: stride 16 after four
+            out = width // 2 if level == 0 else width
+            layers += [_conv(c, out, 2), _conv(out, out, 1)]
+            c = out
+        self.body = nn.Sequential(*layers, _conv(width, width, 1))
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, n)) for n in num_classes)
+
+    def forward(self, batch) -> list[torch.Tensor]:
+        pooled = mask_pool(self.body(batch.pixels), batch)
         return [head(pooled) for head in self.heads]
 
 
@@ -86,11 +122,8 @@ class CropCnnProbe(nn.Module):
     def __init__(self, num_classes: tuple[int, ...]) -> None:
         super().__init__()
 
-        def block(i, o, stride):
-            return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.GroupNorm(8, o), nn.GELU())
-
-        self.body = nn.Sequential(block(3, 32, 1), block(32, 32, 2), block(32, 64, 1), block(64, 64, 2),
-                                  block(64, 64, 1), block(64, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(_conv(3, 32, 1), _conv(32, 32, 2), _conv(32, 64, 1), _conv(64, 64, 2),
+                                  _conv(64, 64, 1), _conv(64, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.heads = nn.ModuleList(nn.Linear(64, n) for n in num_classes)
 
     def forward(self, batch) -> list[torch.Tensor]:
@@ -104,7 +137,8 @@ def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: i
 
     counts = semantic_class_counts()
     torch.manual_seed(seed)
-    model = HieraProbe(hiera, counts, seed) if trunk == "hiera" else CropCnnProbe(counts)
+    model = {"hiera": lambda: HieraProbe(hiera, counts, seed), "cnn": lambda: CnnProbe(counts),
+             "crop-cnn": lambda: CropCnnProbe(counts)}[trunk]()
     model.train()
     task = ImageSegmentationTask(regions_per_image=6, num_objects=(2, 6))
     heldout = [task.make_batch(10**6 + k, 0, 1, 8, seed + 1) for k in range(3)]
@@ -148,7 +182,7 @@ def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trunk", choices=("hiera", "crop-cnn"), default="hiera")
+    ap.add_argument("--trunk", choices=("hiera", "cnn", "crop-cnn"), default="hiera")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--eval-every", type=int, default=100)

@@ -1,0 +1,37 @@
+"""The on-demand benchmarks run as a user runs them (a script, a results file), here for a few steps."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("trunk", ["hiera", "cnn", "crop-cnn"])
+def test_shape_probe_runs_and_reports(trunk, tmp_path):
+    out = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "shape_probe.py"), "--trunk", trunk, "--steps", "2", "--eval-every", "1",
+         "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
+    assert result["trunk"] == trunk and result["steps"] == 2
+    assert [c["step"] for c in result["curve"]] == [0, 1, 2]
+    for name in ("shape_accuracy", "color_accuracy"):
+        assert 0.0 <= result["final"][name] <= 1.0
+    assert result["parameters_trained"] > 0
+
+
+def test_shape_probe_rejects_an_unknown_hiera_field(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "shape_probe.py"), "--steps", "1", "--hiera", '{"no_such_field": 1}',
+         "--out", str(tmp_path / "x.json")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "SegmenterConfig has no field 'no_such_field'" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
