@@ -82,8 +82,14 @@ class SegmenterConfig:
         return _from_dict(cls, dict(data))
 
 
+def hiera_channel_list(embed_dim: int, num_stages: int) -> list[int]:
+    """The Hiera stage widths, deepest first (SAM 2's ``backbone_channel_list``): every official
+    Hiera doubles its width at each stage (``dim_mul = 2.0``)."""
+    return [embed_dim * 2**i for i in range(num_stages)][::-1]
+
+
 def _hiera_preset(embed_dim, num_heads, stages, global_att_blocks, window_pos=(7, 7), window_spec=(8, 4, 14, 7)):
-    channels = [embed_dim * 2**i for i in range(4)][::-1]
+    channels = hiera_channel_list(embed_dim, len(stages))
     return SegmenterConfig(
         embed_dim=embed_dim,
         num_heads=num_heads,

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..config import SegmenterConfig
+from ..config import SegmenterConfig, hiera_channel_list
 
 __all__ = [
     "sam2_video_config",
@@ -257,11 +257,12 @@ def sam2_video_config(cfg: SegmenterConfig):
                          "reads 64-channel memories (every official SAM 2.1 size uses 64)")
     if cfg.image_size % cfg.backbone_stride:
         raise ValueError(f"image_size {cfg.image_size} is not a multiple of backbone_stride {cfg.backbone_stride}")
-    dims = [cfg.embed_dim * 2**i for i in range(n_stages)]  # official Hiera dim_mul = 2.0
+    channels = hiera_channel_list(cfg.embed_dim, n_stages)
+    dims = channels[::-1]
     heads = [cfg.num_heads * 2**i for i in range(n_stages)]  # official Hiera head_mul = 2.0
-    if list(cfg.backbone_channel_list) != dims[::-1]:
+    if list(cfg.backbone_channel_list) != channels:
         raise ValueError(
-            f"backbone_channel_list {cfg.backbone_channel_list} does not match the Hiera stage widths {dims[::-1]} "
+            f"backbone_channel_list {cfg.backbone_channel_list} does not match the Hiera stage widths {channels} "
             f"(embed_dim {cfg.embed_dim} doubled per stage, deepest first)"
         )
     # official Hiera: 4x4 patch embedding, then a 2x2 query pool at the start of every later stage
@@ -467,7 +468,7 @@ def segmenter_config_from_official_yaml(path: str | Path) -> SegmenterConfig:
     defaults = SegmenterConfig()
     embed_dim = int(hiera["embed_dim"])
     stages = [int(x) for x in hiera["stages"]]
-    channels = neck.get("backbone_channel_list") or [embed_dim * 2**i for i in range(len(stages))][::-1]
+    channels = neck.get("backbone_channel_list") or hiera_channel_list(embed_dim, len(stages))
     return SegmenterConfig(
         image_size=int(model.get("image_size", 512)),
         embed_dim=embed_dim,
