@@ -42,7 +42,7 @@ CROP = 48
 class HieraProbe(nn.Module):
     def __init__(self, overrides: dict, num_classes: tuple[int, ...], seed: int) -> None:
         super().__init__()
-        from perceive_anything.config import pam_preset
+        from perceive_anything.config import hiera_channel_list, pam_preset
         from perceive_anything.modeling.segmenter import PamSegmenter
         from perceive_anything.training.segmentation import init_for_training
 
@@ -52,12 +52,11 @@ class HieraProbe(nn.Module):
                 raise ValueError(f"SegmenterConfig has no field {key!r}")
             setattr(cfg, key, value)
         if "embed_dim" in overrides and "backbone_channel_list" not in overrides:
-            cfg.backbone_channel_list = [cfg.embed_dim * 2**i for i in range(4)][::-1]
+            cfg.backbone_channel_list = hiera_channel_list(cfg.embed_dim, len(cfg.stages))
         self.segmenter = PamSegmenter(cfg)
         init_for_training(self, seed)  # the recipe's from-scratch init
         self.segmenter.set_trainable(True)
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(cfg.d_model, 128), nn.GELU(), nn.Linear(128, n)) for n in num_classes)
+        self.heads = pooled_heads(cfg.d_model, num_classes)
 
     def forward(self, batch) -> list[torch.Tensor]:
         pooled = mask_pool(self.segmenter.encode_image(batch.pixels).image_embed, batch)
@@ -69,6 +68,11 @@ def mask_pool(embed: torch.Tensor, batch) -> torch.Tensor:
     embed = embed[torch.tensor(batch.image_index)]
     weight = F.adaptive_avg_pool2d(batch.masks[:, None].float(), embed.shape[-1])
     return (embed * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
+
+
+def pooled_heads(width: int, num_classes: tuple[int, ...]) -> nn.ModuleList:
+    """One small MLP per attribute on a region's mask-pooled embedding (the full-image probes)."""
+    return nn.ModuleList(nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, n)) for n in num_classes)
 
 
 def _conv(i: int, o: int, stride: int) -> nn.Module:
@@ -90,8 +94,7 @@ class CnnProbe(nn.Module):
             layers += [_conv(c, out, 2), _conv(out, out, 1)]
             c = out
         self.body = nn.Sequential(*layers, _conv(width, width, 1))
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, n)) for n in num_classes)
+        self.heads = pooled_heads(width, num_classes)
 
     def forward(self, batch) -> list[torch.Tensor]:
         pooled = mask_pool(self.body(batch.pixels), batch)
