@@ -21,7 +21,8 @@ def test_pam_train_shapes_recipe_tiny(tmp_path, capsys):
     from perceive_anything.cli import main
 
     out = tmp_path / "model"
-    assert main(["train", "--recipe", "shapes", "--out", str(out), "--steps-scale", "0.002", "--quiet"]) == 0
+    assert main(["train", "--recipe", "shapes", "--out", str(out), "--steps-scale", "0.002", "--quiet",
+                 "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"saved": str(out)}
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     names = [x["name"] for x in log if x.get("event") == "phase_start"]
@@ -40,6 +41,27 @@ def test_pam_train_needs_recipe_or_data(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path)]) == 2
     assert "--recipe shapes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--recipe", "shapes", "--lr", "1e-3", "--lora"], ["--lr, --lora", "only for --data"]),
+    (["--recipe", "shapes", "--data", "d.yaml"], ["not both"]),
+    (["--data", "d.yaml", "--model", "tiny-shapes", "--steps-scale", "0.1"], ["--steps-scale", "only for --recipe"]),
+    (["--data", "d.yaml", "--model", "tiny-shapes", "--skip-segmenter"], ["--skip-segmenter"]),
+    (["--recipe", "shapes", "--device", "gpu0"], ["--device 'gpu0'", "not a device name"]),
+    # without CUDA "no cuda device", with it "has N CUDA device(s)": refused either way
+    (["--recipe", "shapes", "--device", "cuda:99"], ["--device 'cuda:99'"]),
+])
+def test_pam_train_refuses_options_it_would_ignore(tmp_path, capsys, argv, says):
+    """An option the chosen mode does not read, or a device this machine lacks, is an error naming it,
+    raised before anything is written."""
+    from perceive_anything.cli import main
+
+    out = tmp_path / "model"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert all(s in err for s in says), err
+    assert not out.exists()
 
 
 def test_pam_train_on_pam_data_records(tmp_path, capsys):

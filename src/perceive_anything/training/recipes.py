@@ -140,11 +140,14 @@ def _save_final(model, tokenizer, out: Path, name: str, generation=None) -> Path
 def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int = 0, resume: bool = False,
                  checkpoint_every: int = 50, threads: int | None = None, quiet: bool = False,
                  stop_after: int | None = None, recipe: ShapesRecipe = SHAPES_RECIPE,
-                 segmenter: bool = True, precision: str = "auto") -> Path:
+                 segmenter: bool = True, precision: str = "auto", device: str | None = None) -> Path:
     """``pam train --recipe shapes``: build the tiny-shapes model and train it; returns ``out``.
 
     The model folder (``pam_config.json``, ``model.safetensors``, tokenizer) is written to ``out``
     at the end; ``out/train_log.jsonl`` logs every step and ``out/checkpoint`` allows ``resume``.
+    ``device``: as for :func:`train_pam_data` (CUDA when available). The step counts and measured
+    times of :class:`ShapesRecipe` are for 2 CPU cores; on a GPU the same phases run with bf16
+    autocast under ``precision="auto"``.
     """
     from ..config import pam_preset
     from ..modeling.pam import PamModel
@@ -153,6 +156,7 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # tiny activations make x86 CPUs many times slower
+    dev = resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -167,16 +171,40 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
         # From scratch, transformers' N(0, 0.02) init leaves the tiny SAM 2 predicting nothing for
         # hundreds of steps; PyTorch's default init (the official SAM's) does not (see init_for_training).
         init_for_training(model, seed)
+    model.to(dev)
     phases = build_shapes_phases(tokenizer, steps_scale, recipe, segmenter=segmenter)
     trainer = Trainer(model, phases, TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-                                                  quiet=quiet, stop_after=stop_after, precision=precision))
+                                                  quiet=quiet, stop_after=stop_after, precision=precision, device=dev))
     trainer.run()
+    model.to("cpu")
     _save_final(model, tokenizer, out, "tiny-shapes")
     rank, _ = dist_info()
     if rank == 0:
         with open(out / Trainer.LOG, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": "saved", "path": str(out), "seconds": round(time.time() - t0, 1)}) + "\n")
     return out
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``--device`` of ``pam train``: CUDA when available unless named; a device this machine lacks
+    is refused here, before any output is written, rather than by the first tensor moved there.
+    Under torchrun a plain ``cuda`` means this process's GPU (``LOCAL_RANK``): NCCL refuses two
+    processes on one GPU."""
+    if not device:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(dev.type, False):
+        raise ValueError(f"--device {device!r}: this machine has no {dev.type} device"
+                         + ("" if dev.type in available else " that perceive-anything trains on (cpu, cuda, mps)"))
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def _load_start_model(model: str, tokenizer_path: str | None):
@@ -217,9 +245,9 @@ def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, 
 
     if threads:
         torch.set_num_threads(threads)
+    dev = resolve_device(device)
     out = Path(out)
     pam, tok, generation, name = _load_start_model(model, tokenizer)
-    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     pam.to(dev)
     source = PamDataSource.from_path(data, seed=seed, image_folder=image_folder)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; the process group starts in Trainer
@@ -237,25 +265,47 @@ def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, 
     return _save_final(pam, tok, out, name, generation)
 
 
+# ``pam train`` options that only one mode reads (argparse dests); both read out, seed, resume,
+# checkpoint_every, threads, quiet, precision and device
+RECIPE_OPTIONS = ("steps_scale", "skip_segmenter")
+DATA_OPTIONS = ("model", "tokenizer", "stage", "steps", "epochs", "lr", "batch_size", "grad_accum", "lora",
+                "official_label_masking", "gradient_checkpointing", "image_folder")
+
+
+def _given(args, dests: tuple[str, ...]) -> dict[str, object]:
+    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+
+
+def _flags(dests) -> str:
+    return ", ".join("--" + d.replace("_", "-") for d in dests)
+
+
 def main_train(args) -> int:
     """Entry point of ``pam train`` (argparse namespace from ``cli.py``)."""
     try:
+        recipe_opts, data_opts = _given(args, RECIPE_OPTIONS), _given(args, DATA_OPTIONS)
+        if args.recipe and args.data:
+            raise ValueError("pam train takes --recipe or --data, not both")
         if args.recipe:
             if args.recipe != "shapes":
                 raise ValueError(f"unknown recipe {args.recipe!r}; available: shapes")
-            path = train_shapes(args.out, steps_scale=args.steps_scale, seed=args.seed, resume=args.resume,
-                                checkpoint_every=args.checkpoint_every or 50, threads=args.threads, quiet=args.quiet,
-                                segmenter=not args.skip_segmenter, precision=args.precision)
+            if data_opts:
+                raise ValueError(f"{_flags(data_opts)}: only for --data training; --recipe shapes fixes its own "
+                                 "model, steps and learning rates (scale them with --steps-scale)")
+            path = train_shapes(args.out, steps_scale=recipe_opts.get("steps_scale", 1.0), seed=args.seed,
+                                resume=args.resume, checkpoint_every=args.checkpoint_every or 50,
+                                threads=args.threads, quiet=args.quiet,
+                                segmenter=not recipe_opts.get("skip_segmenter", False), precision=args.precision,
+                                device=args.device)
         else:
             if not args.data or not args.model:
                 raise ValueError("pam train needs --recipe shapes, or --data PAM_DATA.yaml with --model DIR_OR_PRESET")
-            path = train_pam_data(args.data, args.model, args.out, stage=args.stage, steps=args.steps,
-                                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                                  seed=args.seed, lora=args.lora, official_label_masking=args.official_label_masking,
-                                  gradient_checkpointing=args.gradient_checkpointing, precision=args.precision,
+            if recipe_opts:
+                raise ValueError(f"{_flags(recipe_opts)}: only for --recipe shapes, not for --data training")
+            data_opts.pop("model")
+            path = train_pam_data(args.data, args.model, args.out, seed=args.seed, precision=args.precision,
                                   device=args.device, resume=args.resume, checkpoint_every=args.checkpoint_every or 500,
-                                  image_folder=args.image_folder, tokenizer=args.tokenizer, threads=args.threads,
-                                  quiet=args.quiet)
+                                  threads=args.threads, quiet=args.quiet, **data_opts)
     except TrainingInterrupted as err:  # only with stop_after (tests)
         print(f"pam: {err}", file=sys.stderr)
         return 3

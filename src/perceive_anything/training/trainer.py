@@ -247,6 +247,8 @@ def _maybe_init_distributed(device: torch.device) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device, not the model's
     dist.init_process_group(backend=backend)
     return True
 
