@@ -130,6 +130,7 @@ def _generation_settings(tokenizer):
 def _save_final(model, tokenizer, out: Path, name: str, generation=None) -> Path:
     from ..checkpoints import LoadedModel, save_pretrained
 
+    model.to("cpu")  # trained on any device, saved and handed back as CPU weights
     rank, _ = dist_info()
     if rank == 0:
         model.eval()
@@ -156,7 +157,7 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # tiny activations make x86 CPUs many times slower
-    dev = resolve_device(device)
+    dev = _training_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -176,7 +177,6 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     trainer = Trainer(model, phases, TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
                                                   quiet=quiet, stop_after=stop_after, precision=precision, device=dev))
     trainer.run()
-    model.to("cpu")
     _save_final(model, tokenizer, out, "tiny-shapes")
     rank, _ = dist_info()
     if rank == 0:
@@ -185,26 +185,17 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     return out
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``--device`` of ``pam train``: CUDA when available unless named; a device this machine lacks
-    is refused here, before any output is written, rather than by the first tensor moved there.
-    Under torchrun a plain ``cuda`` means this process's GPU (``LOCAL_RANK``): NCCL refuses two
-    processes on one GPU."""
+def _training_device(device: str | None) -> torch.device:
+    """``--device`` of ``pam train`` (checked by ``predictor.resolve_device``): CUDA when available,
+    else the CPU, unless named. Under torchrun a plain ``cuda`` means this process's GPU
+    (``LOCAL_RANK``): NCCL refuses two processes on one GPU."""
+    from ..predictor import resolve_device
+
     if not device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(dev.type, False):
-        raise ValueError(f"--device {device!r}: this machine has no {dev.type} device"
-                         + ("" if dev.type in available else " that perceive-anything trains on (cpu, cuda, mps)"))
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    return resolve_device(device, what="--device")
 
 
 def _load_start_model(model: str, tokenizer_path: str | None):
@@ -245,7 +236,7 @@ def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, 
 
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = _training_device(device)
     out = Path(out)
     pam, tok, generation, name = _load_start_model(model, tokenizer)
     pam.to(dev)
@@ -261,7 +252,6 @@ def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, 
                                                  gradient_checkpointing=gradient_checkpointing, precision=precision,
                                                  device=dev, quiet=quiet))
     trainer.run()
-    pam.to("cpu")
     return _save_final(pam, tok, out, name, generation)
 
 
