@@ -32,7 +32,7 @@ def test_result_json_is_complete_and_unicode():
     assert r.label == "勺子" and r.output("label").text == "勺子"
 
 
-def test_draw_accepts_a_path_and_keeps_the_image_size(tmp_path):
+def test_draw_accepts_a_path_and_keeps_the_image_at_the_top_left(tmp_path):
     from PIL import Image
 
     m = np.zeros((200, 300), bool)
@@ -41,7 +41,11 @@ def test_draw_accepts_a_path_and_keeps_the_image_size(tmp_path):
                      outputs=[TaskOutput(task="label", lang="en", text="cup", label="cup")])
     path = tmp_path / "img.png"
     Image.new("RGB", (300, 200), (10, 10, 10)).save(path)
-    img = ImageResult(image_size=(300, 200), regions=[r]).draw(path)
-    assert img.size == (300, 200)
-    px = np.asarray(img).astype(int)
+    res = ImageResult(image_size=(300, 200), regions=[r])
+    plain = res.draw(path, legend=False)
+    assert plain.size == (300, 200)
+    px = np.asarray(plain).astype(int)
     assert px[150, 100].sum() > 100 and px[20, 250].sum() == 30  # the mask is tinted, the rest is not
+    with_legend = res.draw(path)
+    assert with_legend.width > 300 and with_legend.height >= 200  # the captions go beside the image
+    assert (np.asarray(with_legend)[:200, :300] == np.asarray(plain)).all()
