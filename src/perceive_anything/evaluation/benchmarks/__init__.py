@@ -1,0 +1,21 @@
+"""Benchmark adapters, by ``pam eval`` name."""
+
+from __future__ import annotations
+
+from .base import Benchmark, DataError, Item, ScoreContext
+from .captions import RefCOCOg, VisualGenome
+from .recognition import LVIS, PACO
+from .streaming import StreamingActivityNet
+
+__all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    LVIS(), PACO(), RefCOCOg(), VisualGenome(), StreamingActivityNet(),
+)}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (pam eval --list)") from None

@@ -1,0 +1,152 @@
+"""What every benchmark adapter provides, and the helpers the adapters share.
+
+An adapter reads one public annotation format from a local folder into :class:`Item` s (JSON-able
+inputs + references), generates outputs for a batch of items with a :class:`PerceiveAnything`, and
+scores the cached outputs. Adapters never download anything: the folder layout each expects is in its
+``layout`` text (shown by ``pam eval --list`` and in any missing-data error).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["Benchmark", "DataError", "Item", "ScoreContext", "find_file", "read_json", "check_media",
+           "generate_image_regions", "region_prompt"]
+
+
+class DataError(ValueError):
+    """A data folder that is missing, partial or malformed; the message says what and the expected layout."""
+
+
+@dataclass
+class Item:
+    """One unit of generation: ``inputs`` says what to run, ``reference`` what it is scored against."""
+
+    id: str
+    inputs: dict[str, Any]
+    reference: Any
+
+
+@dataclass
+class ScoreContext:
+    """What scoring may need besides the outputs: the sentence embedder (built on first use) and the judge."""
+
+    embedder_factory: Callable[[], Any] | None = None
+    judge: Any = None
+    _embedder: Any = field(default=None, repr=False)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            if self.embedder_factory is None:
+                from ..embeddings import SentenceEmbedder
+
+                self.embedder_factory = SentenceEmbedder
+            self._embedder = self.embedder_factory()
+        return self._embedder
+
+
+class Benchmark:
+    name: str = ""
+    title: str = ""
+    media: str = "image"                 # image | video | stream
+    task: str = ""                       # the PAM task generated
+    metrics: tuple[str, ...] = ()        # in the order the paper's table prints them
+    judge_metrics: tuple[str, ...] = ()  # those that need --judge-url
+    paper_table: str = ""                # where the published numbers are
+    source: str = ""                     # where the data comes from
+    layout: str = ""                     # the folder the adapter expects
+
+    def load(self, root: Path) -> list[Item]:
+        raise NotImplementedError
+
+    def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def score(self, items: Sequence[Item], outputs: Sequence[Any], ctx: ScoreContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared error text
+    def missing(self, what: str) -> DataError:
+        return DataError(f"{self.name}: {what}. Expected layout:\n{self.layout}")
+
+
+def find_file(bench: Benchmark, root: Path, names: Sequence[str]) -> Path:
+    """The first of ``names`` under ``root``; a DataError naming all of them otherwise."""
+    if not root.is_dir():
+        raise bench.missing(f"data folder {root} does not exist")
+    for n in names:
+        if (root / n).is_file():
+            return root / n
+    raise bench.missing(f"none of {', '.join(names)} in {root}")
+
+
+def read_json(bench: Benchmark, path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{bench.name}: {path} is not valid JSON ({err})") from None
+
+
+def check_media(bench: Benchmark, paths: Sequence[Path], what: str = "image") -> None:
+    """Refuse to start when annotations refer to files that are not there (name the first few)."""
+    absent = sorted({str(p) for p in paths if not Path(p).exists()})
+    if absent:
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        raise bench.missing(f"{len(absent)} {what}(s) referred to by the annotations are absent: "
+                            f"{', '.join(absent[:3])}{more}")
+
+
+def require_keys(bench: Benchmark, record: dict, keys: Sequence[str], where: str) -> None:
+    absent = [k for k in keys if k not in record]
+    if absent:
+        raise DataError(f"{bench.name}: {where} lacks key(s) {absent}; is this the right annotation file?")
+
+
+def region_prompt(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The region of an item in the project's request vocabulary (a COCO RLE becomes a bool mask)."""
+    if "mask_rle" in inputs:
+        from pycocotools import mask as mask_utils
+
+        rle = dict(inputs["mask_rle"])
+        if isinstance(rle.get("counts"), str):
+            rle["counts"] = rle["counts"].encode("ascii")
+        return {"mask": mask_utils.decode(rle).astype(bool)}
+    if "box" in inputs:
+        return {"box": list(inputs["box"])}
+    return {"points": inputs["points"], "labels": inputs.get("labels", [1] * len(inputs["points"]))}
+
+
+def generate_image_regions(pam, items: Sequence[Item], task: str, generation: dict[str, Any],
+                           lang: str = "en", question: str | None = None) -> list[str]:
+    """Generate ``task`` for every item; the items of one image share one encoding and one batched call."""
+    groups: dict[str, list[int]] = {}
+    for k, it in enumerate(items):
+        groups.setdefault(it.inputs["image"], []).append(k)
+    texts: list[str] = [""] * len(items)
+    for image, idx in groups.items():
+        result = pam.perceive(image, [region_prompt(items[k].inputs) for k in idx], task=task, lang=lang,
+                              question=question, **generation)
+        for k, region in zip(idx, result):
+            texts[k] = region.output(task).text
+    return texts
+
+
+def coco_polygons_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE with str counts."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation)
+    counts = rle["counts"]
+    return {"size": [int(height), int(width)], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}

@@ -1,0 +1,76 @@
+"""Region recognition on LVIS and PACO with Osprey's protocol (semantic similarity + semantic IoU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..metrics import semantic_scores
+from .base import (Benchmark, DataError, Item, ScoreContext, check_media, coco_polygons_to_rle, find_file,
+                   generate_image_regions, read_json, require_keys)
+
+
+def images_root(root: Path) -> Path:
+    """``DIR/images`` when it exists, else ``DIR`` itself (image paths in the annotations are relative to it)."""
+    return root / "images" if (root / "images").is_dir() else root
+
+
+class OspreyCategoryBenchmark(Benchmark):
+    """Osprey's ``*_val_1k_category.json``: a list of images, each with parallel ``categories`` and
+    ``annotations`` lists (one region each, COCO segmentation). Each region is prompted with its mask
+    and PAM's ``label`` task; the label is scored against the category name."""
+
+    media = "image"
+    task = "label"
+    metrics = ("semantic_similarity", "semantic_iou")
+    annotation_names: tuple[str, ...] = ()
+
+    @property
+    def layout(self) -> str:  # type: ignore[override]
+        return (f"DIR/\n  {self.annotation_names[0]}   list of {{\"file_name\", \"height\", \"width\", "
+                "\"categories\": [name, ...], \"annotations\": [{\"segmentation\": polygons|RLE}, ...]}\n"
+                "  images/<file_name>   the COCO 2017 images, at the paths the file names give (val2017/...)")
+
+    def load(self, root: Path) -> list[Item]:
+        ann = find_file(self, root, self.annotation_names)
+        data = read_json(self, ann)
+        if not isinstance(data, list):
+            raise DataError(f"{self.name}: {ann} should hold a list of images (Osprey's category format)")
+        base = images_root(root)
+        items = []
+        for n, rec in enumerate(data):
+            require_keys(self, rec, ["file_name", "height", "width", "categories", "annotations"], f"{ann.name} entry {n}")
+            if len(rec["categories"]) != len(rec["annotations"]):
+                raise DataError(f"{self.name}: {ann.name} entry {n}: {len(rec['categories'])} categories but "
+                                f"{len(rec['annotations'])} annotations")
+            for i, (cat, a) in enumerate(zip(rec["categories"], rec["annotations"])):
+                rle = coco_polygons_to_rle(a["segmentation"], rec["height"], rec["width"])
+                items.append(Item(id=f"{n}:{i}", inputs={"image": str(base / rec["file_name"]), "mask_rle": rle},
+                                  reference=str(cat)))
+        check_media(self, [Path(it.inputs["image"]) for it in items])
+        return items
+
+    def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
+        return generate_image_regions(pam, items, "label", generation)
+
+    def score(self, items: Sequence[Item], outputs: Sequence[Any], ctx: ScoreContext) -> dict[str, Any]:
+        scores: dict[str, Any] = semantic_scores(list(outputs), [it.reference for it in items], ctx.embedder)
+        scores["regions"] = len(items)
+        scores["embedding_model"] = getattr(ctx.embedder, "source", "?")
+        return scores
+
+
+class LVIS(OspreyCategoryBenchmark):
+    name = "lvis"
+    title = "LVIS region recognition (Osprey protocol)"
+    annotation_names = ("lvis_val_1k_category.json",)
+    paper_table = "Table 1 (region recognition: LVIS, PACO, COCO-Text, Total-Text); table number unverified"
+    source = "lvis_val_1k_category.json from Osprey's data release (github.com/CircleRadon/Osprey); COCO 2017 images"
+
+
+class PACO(OspreyCategoryBenchmark):
+    name = "paco"
+    title = "PACO part/object recognition (Osprey protocol)"
+    annotation_names = ("paco_val_1k_category.json",)
+    paper_table = LVIS.paper_table
+    source = "paco_val_1k_category.json from Osprey's data release (github.com/CircleRadon/Osprey); COCO 2017 images"
