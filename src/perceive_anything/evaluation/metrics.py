@@ -127,11 +127,7 @@ def caption_scores(
             score, _ = Bleu(4).compute_score(gts, res, verbose=0)
             out[name] = 100.0 * float(score[3])
         elif name == "METEOR":
-            scorer = Meteor()
-            try:
-                score, _ = scorer.compute_score(gts, res)
-            finally:
-                _close_meteor(scorer)
+            score, _ = _meteor(Meteor).compute_score(gts, res)
             out[name] = 100.0 * float(score)
         elif name == "ROUGE-L":
             score, _ = Rouge().compute_score(gts, res)
@@ -142,18 +138,28 @@ def caption_scores(
     return out
 
 
+_METEOR: list = []
+
+
+def _meteor(factory):
+    """One METEOR Java process per Python process: starting it loads the paraphrase tables (tens of
+    seconds on a small machine), so it is started on first use and stopped at exit."""
+    if not _METEOR:
+        import atexit
+
+        _METEOR.append(factory())
+        atexit.register(_close_meteor, _METEOR[0])
+    return _METEOR[0]
+
+
 def _close_meteor(scorer) -> None:
-    """Stop METEOR's Java process now (its ``__del__`` runs at interpreter exit otherwise)."""
-    proc = getattr(scorer, "meteor_p", None)
-    if proc is None:
-        return
+    proc = scorer.meteor_p
     with scorer.lock:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
         proc.kill()
-        proc.wait()
-    scorer.meteor_p = None
+        proc.wait()  # the wrapper's own __del__ repeats these steps harmlessly
 
 
 # ----------------------------------------------------------------------------- OCR
