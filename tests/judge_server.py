@@ -2,7 +2,8 @@
 
 ``python judge_server.py PORT [FAIL_FIRST]`` answers ``POST /v1/chat/completions`` deterministically from
 the request text: for a G-STDC prompt, the score is 5 x the fraction of "Model segments" lines whose text
-equals the reference line of the same number. The first FAIL_FIRST requests get HTTP 503 (to exercise
+equals the reference line of the same number; for a VideoRefer-D prompt, SC = AD = round(5 x word overlap),
+TD = 0, HD = 5; for a Ferret prompt, "8 <1 + round(9 x word overlap)>" (see the functions below). The first FAIL_FIRST requests get HTTP 503 (to exercise
 retries). ``GET /count`` returns how many chat requests arrived (to check the judgement cache).
 """
 
@@ -20,7 +21,35 @@ def segments(block: str) -> dict[str, str]:
     return dict(re.findall(r"^Segment (\d+): (.*)$", block, flags=re.MULTILINE))
 
 
+def overlap(a: str, b: str) -> float:
+    """Jaccard overlap of the lower-cased word sets."""
+    x, y = set(a.lower().split()), set(b.lower().split())
+    return len(x & y) / len(x | y) if x | y else 0.0
+
+
+def videorefer_scores(reference: str, prediction: str) -> dict[str, int]:
+    s = round(5 * overlap(reference, prediction))
+    return {"SC": s, "AD": s, "TD": 0, "HD": 5}
+
+
+def ferret_scores(reference: str, prediction: str) -> tuple[int, int]:
+    return 8, 1 + round(9 * overlap(reference, prediction))
+
+
+def between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
 def judge(prompt: str) -> str:
+    if "Subject Correspondence (SC)" in prompt:
+        ref = between(prompt, "Reference description:", "\nPredicted description:")
+        pred = between(prompt, "Predicted description:", "\n\nAnswer with one JSON")
+        return json.dumps(videorefer_scores(ref, pred))
+    if "[Assistant 1]" in prompt:
+        ref = between(prompt, "[Assistant 1]", "[End of Assistant 1]")
+        pred = between(prompt, "[Assistant 2]", "[End of Assistant 2]")
+        a, b = ferret_scores(ref, pred)
+        return f"{a} {b}\nAssistant 2 shares words with the reference."
     ref_part, _, rest = prompt.partition("Model segments:")
     ref = segments(ref_part.split("Reference segments:")[-1])
     pred = segments(rest.split("Answer exactly")[0])

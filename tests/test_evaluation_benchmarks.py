@@ -95,14 +95,15 @@ def write_refcocog(root: Path) -> None:
 
 
 def write_vg(root: Path, n_images: int = 2, per_image: int = 2) -> None:
-    images, anns = [], []
+    """vg_val_5000.json (Osprey/PixelRefer processed VG): one record per region, xywh box."""
+    records = []
     (root / "images").mkdir(parents=True, exist_ok=True)
     for k, (sc, objs) in enumerate(scenes(n_images, per_image)):
         Image.fromarray(sc.image).save(root / "images" / f"{k}.jpg", quality=95)
-        images.append({"id": k, "file_name": f"{k}.jpg", "height": SIZE, "width": SIZE})
         for o in objs:
-            anns.append({"id": len(anns), "image_id": k, "bbox": xywh(o.box), "caption": o.brief_caption["en"]})
-    (root / "test_caption.json").write_text(json.dumps({"images": images, "annotations": anns}))
+            records.append({"image": [f"{k}.jpg"], "height": SIZE, "width": SIZE, "caption": o.brief_caption["en"],
+                            "boxes": [xywh(o.box)], "mask": rle_of(o.mask)})
+    (root / "vg_val_5000.json").write_text(json.dumps(records))
 
 
 def write_streaming(root: Path, videos: int = 2, frames_per_event: int = 4) -> None:
@@ -211,7 +212,7 @@ def test_missing_partial_and_mismatched_data(tmp_path, pam, capsys):
 
     assert main(["eval", "vg", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "test_caption.json" in err and "Expected layout" in err
+    assert "does not exist" in err and "vg_val_5000.json" in err and "Expected layout" in err
 
     (tmp_path / "empty").mkdir()
     assert main(["eval", "lvis", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
@@ -274,3 +275,138 @@ def test_killed_run_resumes_without_generating_twice(tmp_path, pam):
     after = cached_outputs(out)
     assert len(after) == 8 and all(after[k] == v for k, v in before.items())
     assert len(cache.read_text().splitlines()) == 9  # no item written twice
+
+
+# ----------------------------------------------------------------------------- OCR, Ferret, video benchmarks
+def write_coco_text(root: Path) -> list[str]:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    imgs, anns, words = {}, {}, []
+    for k, (sc, objs) in enumerate(scenes(2)):
+        name = f"COCO_train2014_{k:012d}.jpg"
+        Image.fromarray(sc.image).save(root / "images" / name, quality=95)
+        imgs[str(k)] = {"id": k, "file_name": name, "set": "val", "width": SIZE, "height": SIZE}
+        for j, o in enumerate(objs):
+            aid = 10 * k + j
+            word = o.color.upper()
+            anns[str(aid)] = {"id": aid, "image_id": k, "bbox": xywh(o.box), "utf8_string": word,
+                              "legibility": "legible", "language": "english", "class": "machine printed"}
+            words.append(word)
+        anns[str(10 * k + 9)] = {"id": 10 * k + 9, "image_id": k, "bbox": xywh(objs[0].box), "utf8_string": "",
+                                 "legibility": "illegible", "language": "na", "class": "others"}  # filtered out
+    (root / "cocotext.v2.json").write_text(json.dumps({"imgs": imgs, "anns": anns, "imgToAnns": {}}))
+    return words
+
+
+def write_total_text(root: Path) -> list[str]:
+    (root / "Images/Test").mkdir(parents=True, exist_ok=True)
+    (root / "Groundtruth/Polygon/Test").mkdir(parents=True, exist_ok=True)
+    words = []
+    for k, (sc, objs) in enumerate(scenes(2)):
+        Image.fromarray(sc.image).save(root / f"Images/Test/img{k + 1}.jpg", quality=95)
+        lines = []
+        for o in objs:
+            x1, y1, x2, y2 = o.box
+            lines.append(f"x: [[{x1} {x2} {x2} {x1}]], y: [[{y1} {y1} {y2} {y2}]], ornt: [u'h'], "
+                         f"transcriptions: [u'{o.shape}']")
+            words.append(o.shape)
+        lines.append(f"x: [[1 9 9 1]], y: [[1 1 9 9]], ornt: [u'#'], transcriptions: [u'#']")  # do-not-care
+        (root / f"Groundtruth/Polygon/Test/poly_gt_img{k + 1}.txt").write_text("\n".join(lines) + "\n")
+    return words
+
+
+@pytest.mark.parametrize("bench", ["coco-text", "total-text"])
+def test_ocr_end_to_end(tmp_path, pam, bench):
+    from perceive_anything.evaluation.metrics import ocr_normalize
+
+    words = (write_coco_text if bench == "coco-text" else write_total_text)(tmp_path / "data")
+    run = run_eval(bench, tmp_path / "data", tmp_path / "out", pam=pam, progress=None)
+    assert run.items == 4  # the illegible / do-not-care regions are left out
+    outs = list(cached_outputs(tmp_path / "out").values())
+    assert run.scores["accuracy"] == pytest.approx(
+        100 * np.mean([ocr_normalize(p) == ocr_normalize(w) for p, w in zip(outs, words)]))
+    assert run.scores["accuracy_contains"] >= run.scores["accuracy"]
+
+
+def write_ferret(root: Path) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for cat, qfile in (("refer_caption", "box_refer_caption.json"), ("refer_reason", "box_refer_reason.json")):
+        (root / cat).mkdir()
+        questions, answers, contexts = [], [], []
+        for k, (sc, objs) in enumerate(scenes(1)):
+            name = f"{k:012d}.jpg"
+            Image.fromarray(sc.image).save(root / "images" / name, quality=95)
+            text = "Describe the object <region> in detail." if cat == "refer_caption" else "What is <region> for?"
+            questions.append({"question_id": k, "image": name, "category": cat, "text": text,
+                              "annotation": {"bbox": xywh(objs[0].box)}})
+            answers.append({"question_id": k, "image": name, "category": cat, "text": objs[0].detailed_caption["en"]})
+            contexts.append({"question_id": k, "image": name, "category": cat, "text": "Objects:\nObject 0 : shape"})
+        (root / qfile).write_text(json.dumps(questions))
+        (root / cat / "answer.jsonl").write_text("\n".join(json.dumps(a) for a in answers) + "\n")
+        (root / cat / "context.jsonl").write_text("\n".join(json.dumps(c) for c in contexts) + "\n")
+
+
+def write_mp4(path: Path, frames) -> None:
+    from perceive_anything.processing.video import VideoWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(path, fps=8) as w:
+        for fr in frames:
+            w.write(fr)
+
+
+def write_masked_videos(root: Path, bench: str) -> None:
+    from perceive_anything.training.synthetic import generate_video
+
+    records = []
+    for v in range(1):
+        vid = generate_video(300 + v, num_frames=12, size=SIZE, num_objects=2)
+        obj, f = vid.objects[0], 3
+        write_mp4(root / ("Panda-70M-part" if bench == "videorefer-d" else "video_parts") / f"clip{v}.mp4", vid.frames)
+        rec = {"video": f"clip{v}.mp4", "caption": obj.caption()["en"]}
+        if bench == "videorefer-d":
+            rec.update(id=v, frame_idx=str(f), annotation=[{str(f): {"segmentation": rle_of(obj.masks[f])}}])
+        else:
+            rec.update(frame_idx=f, mask=rle_of(obj.masks[f]))
+        records.append(rec)
+    name = "VideoRefer-Bench-D.json" if bench == "videorefer-d" else "hc_stvg_val.json"
+    (root / name).write_text(json.dumps(records))
+
+
+def test_ferret_and_videorefer_with_the_local_judge(tmp_path, pam):
+    pytest.importorskip("openai")
+    import judge_server
+
+    write_ferret(tmp_path / "ferret")
+    write_masked_videos(tmp_path / "vr", "videorefer-d")
+    proc, url, port = start_judge_server()
+    try:
+        run = run_eval("ferret-bench", tmp_path / "ferret", tmp_path / "out-f", pam=pam, progress=None,
+                       judge_url=url, judge_model="local-judge")
+        outs = cached_outputs(tmp_path / "out-f")
+        for cat in ("refer_caption", "refer_reason"):
+            ref = [json.loads(x)["text"] for x in (tmp_path / "ferret" / cat / "answer.jsonl").read_text().splitlines()][0]
+            a, b = judge_server.ferret_scores(ref, outs[f"{cat}:0"])
+            assert run.scores[cat] == pytest.approx(100 * b / a)
+        assert run.scores["unparsed_answers"] == 0 and run.judge_model == "local-judge"
+
+        run = run_eval("videorefer-d", tmp_path / "vr", tmp_path / "out-v", pam=pam, progress=None,
+                       judge_url=url, judge_model="local-judge")
+        pred = cached_outputs(tmp_path / "out-v")["0"]
+        ref = json.loads((tmp_path / "vr/VideoRefer-Bench-D.json").read_text())[0]["caption"]
+        want = judge_server.videorefer_scores(ref, pred)
+        assert {d: run.scores[d] for d in ("SC", "AD", "TD", "HD")} == pytest.approx(want)
+        assert run.scores["average"] == pytest.approx(sum(want.values()) / 4)
+        assert request_count(port) == 3  # two Ferret questions, one video
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_hc_stvg_end_to_end_and_prompt_frame(tmp_path, pam):
+    from perceive_anything.evaluation.benchmarks.video import sample_with_frame
+
+    write_masked_videos(tmp_path / "hc", "hc-stvg")
+    frames, pos = sample_with_frame(str(tmp_path / "hc/video_parts/clip0.mp4"), 3, num_frames=5)
+    assert len(frames) == 5 and pos == 1  # linspace(0, 11, 5) = 0, 2, 5, 8, 11; frame 3 replaces 2
+    run = run_eval("hc-stvg", tmp_path / "hc", tmp_path / "out", pam=pam, progress=None)
+    assert run.items == 1 and set(run.scores) >= {"METEOR", "CIDEr"}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from .base import Benchmark, DataError, Item, ScoreContext
 from .captions import RefCOCOg, VisualGenome
+from .ferret import FerretBench
+from .ocr import CocoText, TotalText
 from .recognition import LVIS, PACO
 from .streaming import StreamingActivityNet
+from .video import HCSTVG, VideoReferD
 
 __all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    LVIS(), PACO(), RefCOCOg(), VisualGenome(), StreamingActivityNet(),
+    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), FerretBench(),
+    VideoReferD(), HCSTVG(), StreamingActivityNet(),
 )}
 
 

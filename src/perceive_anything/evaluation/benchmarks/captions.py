@@ -91,26 +91,40 @@ class RefCOCOg(CocoRegionCaptions):
         return out
 
 
-class VisualGenome(CocoRegionCaptions):
+class VisualGenome(Benchmark):
+    """Visual Genome region captions in the processed list format of Osprey / PixelRefer (vg_val_5000.json):
+    one record per region with its image, box (xywh) and reference caption; PAM's ``brief_caption`` on
+    the box, scored with PTB tokenization (COCOEvalCap)."""
+
     name = "vg"
     title = "Visual Genome region captioning"
-    annotation_names = ("test_caption.json",)
-    prompt = "box"
+    media = "image"
+    task = "brief_caption"
+    metrics = ("METEOR", "CIDEr")
     paper_table = RefCOCOg.paper_table
-    source = ("the VG region-caption test split in COCO format (test_caption.json, as distributed with GRiT / "
-              "GLaMM region-captioning evaluations); Visual Genome images")
+    source = ("vg_val_5000.json (huggingface.co/datasets/CircleRadon/referring_evaluation, the processed VG "
+              "split that Osprey/PixelRefer evaluate on); Visual Genome images")
     layout = """DIR/
-  test_caption.json     COCO-style: "images": [{"id", "file_name", "height", "width"}],
-                        "annotations": [{"id", "image_id", "bbox": [x, y, w, h], "caption"}]
-  images/<file_name>    the Visual Genome images"""
+  vg_val_5000.json     list of {"image": ["<file>"], "height", "width", "caption", "boxes": [[x, y, w, h]]}
+  images/<file>        the Visual Genome images ("image" paths are relative to images/, or to DIR)"""
 
-    def regions(self, data: dict):
-        by_image = {img["id"]: img for img in data["images"]}
-        out = []
-        for n, a in enumerate(data["annotations"]):
-            require_keys(self, a, ["image_id", "bbox", "caption"], f"annotation {n}")
-            img = by_image.get(a["image_id"])
-            if img is None:
-                raise DataError(f"{self.name}: annotation {n} refers to image id {a['image_id']} that is not in 'images'")
-            out.append((img, a, [a["caption"]]))
-        return out
+    def load(self, root: Path) -> list[Item]:
+        ann = find_file(self, root, ("vg_val_5000.json",))
+        data = read_json(self, ann)
+        if not isinstance(data, list):
+            raise DataError(f"{self.name}: {ann} should hold a list of regions")
+        base = images_root(root)
+        items = []
+        for n, rec in enumerate(data):
+            require_keys(self, rec, ["image", "caption", "boxes"], f"{ann.name} entry {n}")
+            image = rec["image"][0] if isinstance(rec["image"], list) else rec["image"]
+            x, y, w, h = (float(v) for v in rec["boxes"][0])
+            items.append(Item(id=str(n), inputs={"image": str(base / image), "box": [x, y, x + w, y + h]},
+                              reference=[str(rec["caption"])]))
+        check_media(self, [Path(it.inputs["image"]) for it in items])
+        return items
+
+    def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
+        return generate_image_regions(pam, items, self.task, generation)
+
+    score = CocoRegionCaptions.score
