@@ -410,3 +410,46 @@ def test_hc_stvg_end_to_end_and_prompt_frame(tmp_path, pam):
     assert len(frames) == 5 and pos == 1  # linspace(0, 11, 5) = 0, 2, 5, 8, 11; frame 3 replaces 2
     run = run_eval("hc-stvg", tmp_path / "hc", tmp_path / "out", pam=pam, progress=None)
     assert run.items == 1 and set(run.scores) >= {"METEOR", "CIDEr"}
+
+
+def test_dlc_choice_parsing_by_hand():
+    from perceive_anything.evaluation.benchmarks.dlc import parse_choice, recognition_question
+
+    opts = ["red", "dark red", "blue"]
+    assert parse_choice("B", opts) == 1 and parse_choice("b. dark red", opts) == 1
+    assert parse_choice("It is blue.", opts) == 2            # exactly one option inside the answer
+    assert parse_choice("C. something", opts) == 2           # letter prefix
+    assert parse_choice("dark red, not red", opts) == 0      # several: the one starting last wins
+    assert parse_choice("dark", opts) == 1                   # answer inside an option
+    assert parse_choice("green", opts) is None
+    assert "a cat or an object" in recognition_question("cat")["question"]
+    assert "an apple" in recognition_question("apple")["question"]
+    assert "objects in the description are cats" in recognition_question("cats")["question"]
+
+
+def test_dlc_bench_with_the_local_judge_by_hand(tmp_path, pam):
+    pytest.importorskip("openai")
+    root = tmp_path / "dlc"
+    (root / "images").mkdir(parents=True)
+    sc, objs = scenes(1)[0]
+    Image.fromarray(sc.image).save(root / "images/0.jpg", quality=95)
+    anns = [{"id": 1, "image_id": 0, "segmentation": rle_of(objs[0].mask)},
+            {"id": 2, "image_id": 0, "segmentation": rle_of(objs[1].mask)}]
+    (root / "annotations.json").write_text(json.dumps(
+        {"images": [{"id": 0, "file_name": "0.jpg", "height": SIZE, "width": SIZE}], "annotations": anns}))
+    qa = [{"question": "Is the colour mentioned?", "choices": [["mentioned", 1], ["not mentioned", 0]], "type": "positive"},
+          {"question": "Does it claim stripes?", "choices": [["claims stripes", -1], ["does not", 1]], "type": "negative"}]
+    (root / "qa.json").write_text(json.dumps({"1": qa, "2": qa}))
+    (root / "class_names.json").write_text(json.dumps({"1": "shape", "2": "zebra"}))
+    proc, url, _ = start_judge_server()
+    try:
+        run = run_eval("dlc-bench", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # the judge answers "A" everywhere and "No" to "is it a zebra": region 1 scores +1 / -1; region 2 is
+    # not recognised, so its scores are capped at 0: 0 / -1
+    assert run.scores["positive"] == pytest.approx(100 * (1 + 0) / 2)
+    assert run.scores["negative"] == pytest.approx(100 * (-1 - 1) / 2)
+    assert run.scores["average"] == pytest.approx((50 - 100) / 2)
+    assert run.scores["unmatched_answers"] == 0

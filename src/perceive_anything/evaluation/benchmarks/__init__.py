@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import Benchmark, DataError, Item, ScoreContext
 from .captions import RefCOCOg, VisualGenome
+from .dlc import DLCBench
 from .ferret import FerretBench
 from .ocr import CocoText, TotalText
 from .recognition import LVIS, PACO
@@ -13,7 +14,7 @@ from .video import HCSTVG, VideoReferD
 __all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), FerretBench(),
+    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), FerretBench(), DLCBench(),
     VideoReferD(), HCSTVG(), StreamingActivityNet(),
 )}
 
