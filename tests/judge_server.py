@@ -4,7 +4,8 @@
 the request text: for a G-STDC prompt, the score is 5 x the fraction of "Model segments" lines whose text
 equals the reference line of the same number; for a VideoRefer-D prompt, SC = AD = round(5 x word overlap),
 TD = 0, HD = 5; for a Ferret prompt, "8 <1 + round(9 x word overlap)>"; for a DLC-Bench question, "No" to
-the recognition question when the class is a zebra, "Yes" otherwise, and "A" to every other question. The first FAIL_FIRST requests get HTTP 503 (to exercise
+the recognition question when the class is a zebra, "Yes" otherwise, and "A" to every other question; a
+Ref-L4 condensing request gets the description's first three words. The first FAIL_FIRST requests get HTTP 503 (to exercise
 retries). ``GET /count`` returns how many chat requests arrived (to check the judgement cache).
 """
 
@@ -46,6 +47,8 @@ def judge(prompt: str) -> str:
         ref = between(prompt, "Reference description:", "\nPredicted description:")
         pred = between(prompt, "Predicted description:", "\n\nAnswer with one JSON")
         return json.dumps(videorefer_scores(ref, pred))
+    if prompt.startswith("Condense the following description"):
+        return " ".join(prompt.split("Description:", 1)[1].split()[:3])
     if "Answer the multiple-choice question using only" in prompt:
         question = prompt.split("Question:", 1)[1].strip()
         if question.startswith("Is it likely"):

@@ -453,3 +453,35 @@ def test_dlc_bench_with_the_local_judge_by_hand(tmp_path, pam):
     assert run.scores["negative"] == pytest.approx(100 * (-1 - 1) / 2)
     assert run.scores["average"] == pytest.approx((50 - 100) / 2)
     assert run.scores["unmatched_answers"] == 0
+
+
+def test_ref_l4_condenses_long_captions_with_the_judge(tmp_path, pam):
+    pytest.importorskip("openai")
+    from perceive_anything.evaluation.metrics import caption_scores
+
+    root = tmp_path / "refl4"
+    (root / "images/objects365").mkdir(parents=True)
+    lines = []
+    for k, (sc, objs) in enumerate(scenes(1)):
+        Image.fromarray(sc.image).save(root / f"images/objects365/{k}.jpg", quality=95)
+        for o in objs:
+            lines.append({"file_name": f"objects365/{k}.jpg", "height": SIZE, "width": SIZE,
+                          "caption": o.detailed_caption["en"], "bbox": xywh(o.box)})
+    lines.append({"file_name": "coco/1.jpg", "height": SIZE, "width": SIZE, "caption": "x", "bbox": [0, 0, 5, 5]})
+    (root / "ref-l4-val.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    condensed = [" ".join(x["caption"].split()[:4]) for x in lines[:2]]
+    (root / "refl4_gt.json").write_text(json.dumps({"annotations": [{"image_id": str(k), "caption": c}
+                                                                      for k, c in enumerate(condensed)]}))
+    proc, url, _ = start_judge_server()
+    try:
+        run = run_eval("ref-l4", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert run.items == 2 and run.scores["condensed_by_judge"] is True  # the COCO image is not evaluated
+    outs = cached_outputs(tmp_path / "out")
+    # the local judge condenses a caption to its first three words; five words or fewer stay as generated
+    short = {k: (" ".join(v.split()[:3]) if len(v.split(" ")) > 5 else v) for k, v in outs.items()}
+    want = caption_scores({str(k): [c] for k, c in enumerate(condensed)}, short, ("ROUGE-L", "METEOR", "CIDEr"))
+    for m in ("ROUGE-L", "METEOR", "CIDEr"):
+        assert run.scores[m] == pytest.approx(want[m])

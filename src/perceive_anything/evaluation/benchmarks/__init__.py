@@ -8,13 +8,14 @@ from .dlc import DLCBench
 from .ferret import FerretBench
 from .ocr import CocoText, TotalText
 from .recognition import LVIS, PACO
+from .refl4 import RefL4
 from .streaming import StreamingActivityNet
 from .video import HCSTVG, VideoReferD
 
 __all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), FerretBench(), DLCBench(),
+    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), RefL4(), FerretBench(), DLCBench(),
     VideoReferD(), HCSTVG(), StreamingActivityNet(),
 )}
 
