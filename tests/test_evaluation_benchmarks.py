@@ -297,6 +297,21 @@ def write_coco_text(root: Path) -> list[str]:
     return words
 
 
+def write_coco_text_box(root: Path) -> list[str]:
+    """SPHINX-V's COCOText_box.json: several boxes per record, answers as "Region k: WORD" lines."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    records, words = [], []
+    for k, (sc, objs) in enumerate(scenes(2)):
+        Image.fromarray(sc.image).save(root / "images" / f"{k:012d}.jpg", quality=95)
+        ws = [o.shape for o in objs]
+        records.append({"image_name": f"{k:012d}.jpg", "question_id": k, "bbox": [xywh(o.box) for o in objs],
+                        "question": "Please identify the text in each marked region.",
+                        "gt_answers": "\n".join(f"Region {j + 1}: {w}" for j, w in enumerate(ws))})
+        words += ws
+    (root / "COCOText_box.json").write_text(json.dumps(records))
+    return words
+
+
 def write_total_text(root: Path) -> list[str]:
     (root / "Images/Test").mkdir(parents=True, exist_ok=True)
     (root / "Groundtruth/Polygon/Test").mkdir(parents=True, exist_ok=True)
@@ -314,15 +329,18 @@ def write_total_text(root: Path) -> list[str]:
     return words
 
 
-@pytest.mark.parametrize("bench", ["coco-text", "total-text"])
-def test_ocr_end_to_end(tmp_path, pam, bench):
+@pytest.mark.parametrize("bench,writer", [("coco-text", write_coco_text), ("coco-text", write_coco_text_box),
+                                          ("total-text", write_total_text)])
+def test_ocr_end_to_end(tmp_path, pam, bench, writer):
     from perceive_anything.evaluation.metrics import ocr_normalize
 
-    words = (write_coco_text if bench == "coco-text" else write_total_text)(tmp_path / "data")
+    words = writer(tmp_path / "data")
     run = run_eval(bench, tmp_path / "data", tmp_path / "out", pam=pam, progress=None)
     assert run.items == 4  # the illegible / do-not-care regions are left out
     outs = list(cached_outputs(tmp_path / "out").values())
     assert run.scores["accuracy"] == pytest.approx(
+        100 * np.mean([p.strip().lower() == w.lower() for p, w in zip(outs, words)]))
+    assert run.scores["accuracy_normalized"] == pytest.approx(
         100 * np.mean([ocr_normalize(p) == ocr_normalize(w) for p, w in zip(outs, words)]))
     assert run.scores["accuracy_contains"] >= run.scores["accuracy"]
 

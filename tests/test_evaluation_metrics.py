@@ -100,9 +100,10 @@ def test_ptb_tokenization_lowercases_and_drops_punctuation():
 
 
 def test_ocr_accuracy_by_hand():
-    s = ocr_accuracy(["STOP", 'The text reads "Café".', "exit", ""], ["stop", "cafe", "Exit!", "open"])
-    assert s["accuracy"] == 50.0            # "STOP" and "exit" match exactly after normalisation
-    assert s["accuracy_contains"] == 75.0   # the sentence contains "cafe"
+    s = ocr_accuracy([" STOP", 'The text reads "Café".', "exit", ""], ["stop", "cafe", "Exit!", "open"])
+    assert s["accuracy"] == 25.0               # only "STOP" = "stop" ignoring case and spaces
+    assert s["accuracy_normalized"] == 50.0    # "exit" = "Exit!" once punctuation is dropped
+    assert s["accuracy_contains"] == 75.0      # the sentence contains "cafe"
     with pytest.raises(ValueError, match="no letter or digit"):
         ocr_accuracy(["x"], ["!!"])
 

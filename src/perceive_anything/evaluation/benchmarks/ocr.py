@@ -34,15 +34,21 @@ class OcrBenchmark(Benchmark):
 class CocoText(OcrBenchmark):
     name = "coco-text"
     title = "COCO-Text word recognition (legible words of the val split)"
-    source = "cocotext.v2.json from the COCO-Text v2 release (bgshih.github.io/cocotext); COCO train2014 images"
-    layout = """DIR/
+    source = ("COCOText_box.json of SPHINX-V's regional OCR evaluation (huggingface.co/datasets/Afeng-x/"
+              "Draw-and-Understand, eval_dataset/Regional_OCR) with COCO 2017 images; or the full COCO-Text v2 "
+              "release (cocotext.v2.json, bgshih.github.io/cocotext) with COCO train2014 images")
+    layout = """DIR/  (either file; COCOText_box.json is used when both are there)
+  COCOText_box.json  list of {"image_name", "question_id", "bbox": [[x, y, w, h], ...],
+                      "gt_answers": "Region 1: WORD\nRegion 2: WORD ..."}   (one word per box, in order)
   cocotext.v2.json   {"imgs": {id: {"file_name", "set": "train"|"val", ...}},
                       "anns": {id: {"image_id", "bbox": [x, y, w, h], "utf8_string", "legibility", ...}}}
-  images/<file_name> the COCO train2014 images (COCO_train2014_000000xxxxxx.jpg)
-  Regions used: val split, legibility "legible", a transcription with at least one letter or digit."""
+                     regions used: val split, legibility "legible", a transcription with a letter or digit
+  images/<file>      the images the annotations name"""
 
     def load(self, root: Path) -> list[Item]:
-        ann = find_file(self, root, ("cocotext.v2.json",))
+        if (root / "COCOText_box.json").is_file():
+            return self.load_region_file(root, root / "COCOText_box.json")
+        ann = find_file(self, root, ("COCOText_box.json", "cocotext.v2.json"))
         data = read_json(self, ann)
         if not isinstance(data, dict) or "anns" not in data or "imgs" not in data:
             raise DataError(f"{self.name}: {ann} should have 'imgs' and 'anns' (the COCO-Text v2 format)")
@@ -60,6 +66,26 @@ class CocoText(OcrBenchmark):
                 continue
             items.append(Item(id=str(aid), inputs={"image": str(base / img["file_name"]), "box": [x, y, x + w, y + h]},
                               reference=text))
+        check_media(self, [Path(it.inputs["image"]) for it in items])
+        return items
+
+
+    def load_region_file(self, root: Path, path: Path) -> list[Item]:
+        base = images_root(root)
+        items = []
+        for n, rec in enumerate(read_json(self, path)):
+            for key in ("image_name", "bbox", "gt_answers"):
+                if key not in rec:
+                    raise DataError(f"{self.name}: {path.name} entry {n} lacks {key!r}")
+            words = [line.partition(": ")[2] for line in str(rec["gt_answers"]).split("\n") if ": " in line]
+            if len(words) != len(rec["bbox"]):
+                raise DataError(f"{self.name}: {path.name} entry {n}: {len(rec['bbox'])} boxes but "
+                                f"{len(words)} 'Region k: word' answers")
+            for k, (box, word) in enumerate(zip(rec["bbox"], words)):
+                x, y, w, h = (float(v) for v in box)
+                items.append(Item(id=f"{rec.get('question_id', n)}:{k}",
+                                  inputs={"image": str(base / rec["image_name"]), "box": [x, y, x + w, y + h]},
+                                  reference=word))
         check_media(self, [Path(it.inputs["image"]) for it in items])
         return items
 
