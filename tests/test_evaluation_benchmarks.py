@@ -131,9 +131,13 @@ def cached_outputs(out: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("bench,json_name", [("lvis", "lvis_val_1k_category.json"), ("paco", "paco_val_1k_category.json")])
+@pytest.mark.parametrize("bench,json_name", [("lvis", "lvis_val_1k_category.json"), ("paco", "paco_val_1k_category.json"),
+                                             ("lvis", "LVIS_box.json")])
 def test_recognition_end_to_end(tmp_path, pam, embedder, bench, json_name):
-    cats = write_osprey_category(tmp_path / "data", json_name)
+    if json_name.endswith("_box.json"):
+        cats = write_sphinxv_boxes(tmp_path / "data", json_name, lambda o: f"{o.color}_{o.shape}")
+    else:
+        cats = write_osprey_category(tmp_path / "data", json_name)
     run = run_eval(bench, tmp_path / "data", tmp_path / "out", pam=pam, embedder_factory=lambda: embedder, progress=None)
     assert run.items == 4 and run.generated == 4
     outs = cached_outputs(tmp_path / "out")
@@ -297,19 +301,24 @@ def write_coco_text(root: Path) -> list[str]:
     return words
 
 
-def write_coco_text_box(root: Path) -> list[str]:
-    """SPHINX-V's COCOText_box.json: several boxes per record, answers as "Region k: WORD" lines."""
+def write_sphinxv_boxes(root: Path, file_name: str, answer=lambda o: o.shape) -> list[str]:
+    """SPHINX-V's region files (LVIS_box.json, COCOText_box.json...): several boxes per record, answers as
+    "Region k: ..." lines."""
     (root / "images").mkdir(parents=True, exist_ok=True)
-    records, words = [], []
+    records, answers = [], []
     for k, (sc, objs) in enumerate(scenes(2)):
         Image.fromarray(sc.image).save(root / "images" / f"{k:012d}.jpg", quality=95)
-        ws = [o.shape for o in objs]
+        ws = [answer(o) for o in objs]
         records.append({"image_name": f"{k:012d}.jpg", "question_id": k, "bbox": [xywh(o.box) for o in objs],
-                        "question": "Please identify the text in each marked region.",
+                        "question": "Please identify the labels of each marked region in the image.",
                         "gt_answers": "\n".join(f"Region {j + 1}: {w}" for j, w in enumerate(ws))})
-        words += ws
-    (root / "COCOText_box.json").write_text(json.dumps(records))
-    return words
+        answers += ws
+    (root / file_name).write_text(json.dumps(records))
+    return answers
+
+
+def write_coco_text_box(root: Path) -> list[str]:
+    return write_sphinxv_boxes(root, "COCOText_box.json", lambda o: o.color.upper())
 
 
 def write_total_text(root: Path) -> list[str]:

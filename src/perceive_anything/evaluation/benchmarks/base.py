@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["Benchmark", "DataError", "Item", "ScoreContext", "find_file", "read_json", "check_media",
-           "generate_image_regions", "region_prompt"]
+           "generate_image_regions", "load_sphinxv_boxes", "region_prompt"]
 
 
 class DataError(ValueError):
@@ -107,6 +107,25 @@ def require_keys(bench: Benchmark, record: dict, keys: Sequence[str], where: str
     absent = [k for k in keys if k not in record]
     if absent:
         raise DataError(f"{bench.name}: {where} lacks key(s) {absent}; is this the right annotation file?")
+
+
+def load_sphinxv_boxes(bench: Benchmark, root: Path, path: Path, image_base: Path) -> list[Item]:
+    """SPHINX-V's region-answer files (LVIS_box.json, PACO_box.json, COCOText_box.json): several boxes per
+    record and the answers as lines ``Region k: answer``, in box order; one item per box."""
+    items = []
+    for n, rec in enumerate(read_json(bench, path)):
+        require_keys(bench, rec, ["image_name", "bbox", "gt_answers"], f"{path.name} entry {n}")
+        answers = [line.partition(": ")[2] for line in str(rec["gt_answers"]).split("\n") if ": " in line]
+        if len(answers) != len(rec["bbox"]):
+            raise DataError(f"{bench.name}: {path.name} entry {n}: {len(rec['bbox'])} boxes but "
+                            f"{len(answers)} 'Region k: answer' lines")
+        for k, (box, answer) in enumerate(zip(rec["bbox"], answers)):
+            x, y, w, h = (float(v) for v in box)
+            items.append(Item(id=f"{rec.get('question_id', n)}:{k}",
+                              inputs={"image": str(image_base / rec["image_name"]), "box": [x, y, x + w, y + h]},
+                              reference=answer))
+    check_media(bench, [Path(it.inputs["image"]) for it in items])
+    return items
 
 
 def region_prompt(inputs: dict[str, Any]) -> dict[str, Any]:

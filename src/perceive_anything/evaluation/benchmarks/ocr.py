@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..metrics import ocr_accuracy, ocr_normalize
 from .base import Benchmark, DataError, Item, ScoreContext, check_media, coco_polygons_to_rle, find_file, \
-    generate_image_regions, read_json
+    generate_image_regions, load_sphinxv_boxes, read_json
 from .recognition import images_root
 
 
@@ -47,7 +47,7 @@ class CocoText(OcrBenchmark):
 
     def load(self, root: Path) -> list[Item]:
         if (root / "COCOText_box.json").is_file():
-            return self.load_region_file(root, root / "COCOText_box.json")
+            return load_sphinxv_boxes(self, root, root / "COCOText_box.json", images_root(root))
         ann = find_file(self, root, ("COCOText_box.json", "cocotext.v2.json"))
         data = read_json(self, ann)
         if not isinstance(data, dict) or "anns" not in data or "imgs" not in data:
@@ -69,25 +69,6 @@ class CocoText(OcrBenchmark):
         check_media(self, [Path(it.inputs["image"]) for it in items])
         return items
 
-
-    def load_region_file(self, root: Path, path: Path) -> list[Item]:
-        base = images_root(root)
-        items = []
-        for n, rec in enumerate(read_json(self, path)):
-            for key in ("image_name", "bbox", "gt_answers"):
-                if key not in rec:
-                    raise DataError(f"{self.name}: {path.name} entry {n} lacks {key!r}")
-            words = [line.partition(": ")[2] for line in str(rec["gt_answers"]).split("\n") if ": " in line]
-            if len(words) != len(rec["bbox"]):
-                raise DataError(f"{self.name}: {path.name} entry {n}: {len(rec['bbox'])} boxes but "
-                                f"{len(words)} 'Region k: word' answers")
-            for k, (box, word) in enumerate(zip(rec["bbox"], words)):
-                x, y, w, h = (float(v) for v in box)
-                items.append(Item(id=f"{rec.get('question_id', n)}:{k}",
-                                  inputs={"image": str(base / rec["image_name"]), "box": [x, y, x + w, y + h]},
-                                  reference=word))
-        check_media(self, [Path(it.inputs["image"]) for it in items])
-        return items
 
 
 _TT_LINE = re.compile(r"x:\s*\[\[([^\]]*)\]\],\s*y:\s*\[\[([^\]]*)\]\],\s*ornt:\s*\[[^\]]*\],\s*"

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from ..metrics import semantic_scores
 from .base import (Benchmark, DataError, Item, ScoreContext, check_media, coco_polygons_to_rle, find_file,
-                   generate_image_regions, read_json, require_keys)
+                   generate_image_regions, load_sphinxv_boxes, read_json, require_keys)
 
 
 def images_root(root: Path) -> Path:
@@ -24,15 +24,21 @@ class OspreyCategoryBenchmark(Benchmark):
     task = "label"
     metrics = ("semantic_similarity", "semantic_iou")
     annotation_names: tuple[str, ...] = ()
+    box_file = ""  # SPHINX-V's box-prompted version of the same benchmark
 
     @property
     def layout(self) -> str:  # type: ignore[override]
-        return (f"DIR/\n  {self.annotation_names[0]}   list of {{\"file_name\", \"height\", \"width\", "
+        return (f"DIR/  (either file; {self.box_file} is used when both are there)\n"
+                f"  {self.annotation_names[0]}   Osprey's masks: list of {{\"file_name\", \"height\", \"width\", "
                 "\"categories\": [name, ...], \"annotations\": [{\"segmentation\": polygons|RLE}, ...]}\n"
-                "  images/<file_name>   the COCO 2017 images, at the paths the file names give (val2017/...)")
+                f"  {self.box_file}   SPHINX-V's boxes: list of {{\"image_name\", \"bbox\": [[x, y, w, h], ...], "
+                "\"gt_answers\": \"Region 1: name\\nRegion 2: name ...\"}\n"
+                "  images/<file>   the COCO 2017 images the annotations name")
 
     def load(self, root: Path) -> list[Item]:
-        ann = find_file(self, root, self.annotation_names)
+        if (root / self.box_file).is_file():
+            return load_sphinxv_boxes(self, root, root / self.box_file, images_root(root))
+        ann = find_file(self, root, (*self.annotation_names, self.box_file))
         data = read_json(self, ann)
         if not isinstance(data, list):
             raise DataError(f"{self.name}: {ann} should hold a list of images (Osprey's category format)")
@@ -64,13 +70,17 @@ class LVIS(OspreyCategoryBenchmark):
     name = "lvis"
     title = "LVIS region recognition (Osprey protocol)"
     annotation_names = ("lvis_val_1k_category.json",)
+    box_file = "LVIS_box.json"
     paper_table = "Table 1 (region recognition: LVIS, PACO, COCO-Text, Total-Text); table number unverified"
-    source = "lvis_val_1k_category.json from Osprey's data release (github.com/CircleRadon/Osprey); COCO 2017 images"
+    source = ("lvis_val_1k_category.json from Osprey's data release (huggingface.co/datasets/sunshine-lwt/Osprey-ValData) "
+              "or LVIS_box.json of SPHINX-V (huggingface.co/datasets/Afeng-x/Draw-and-Understand); COCO 2017 images")
 
 
 class PACO(OspreyCategoryBenchmark):
     name = "paco"
     title = "PACO part/object recognition (Osprey protocol)"
     annotation_names = ("paco_val_1k_category.json",)
+    box_file = "PACO_box.json"
     paper_table = LVIS.paper_table
-    source = "paco_val_1k_category.json from Osprey's data release (github.com/CircleRadon/Osprey); COCO 2017 images"
+    source = ("paco_val_1k_category.json from Osprey's data release (huggingface.co/datasets/sunshine-lwt/Osprey-ValData) "
+              "or PACO_box.json of SPHINX-V (huggingface.co/datasets/Afeng-x/Draw-and-Understand); COCO 2017 images")
