@@ -6,7 +6,7 @@ equals the reference line of the same number; for a VideoRefer-D prompt, SC = AD
 TD = 0, HD = 5; for a Ferret prompt, "8 <1 + round(9 x word overlap)>"; for a DLC-Bench question, "No" to
 the recognition question when the class is a zebra, "Yes" otherwise, and "A" to every other question; a
 Ref-L4 condensing request gets the description's first three words. The first FAIL_FIRST requests get HTTP 503 (to exercise
-retries). ``GET /count`` returns how many chat requests arrived (to check the judgement cache).
+retries). ``GET /count`` returns how many chat requests (and PNG images) arrived (to check the judgement cache).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"requests": 0, "fail_first": 0}
+STATE = {"requests": 0, "fail_first": 0, "images": 0}
 
 
 def segments(block: str) -> dict[str, str]:
@@ -81,7 +81,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/count":
-            self._send(200, {"requests": STATE["requests"]})
+            self._send(200, {"requests": STATE["requests"], "images": STATE["images"]})
         else:
             self._send(404, {"error": "not found"})
 
@@ -95,6 +95,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(503, {"error": {"message": "overloaded, try again"}})
             return
         prompt = body["messages"][-1]["content"]
+        if isinstance(prompt, list):  # text + image parts (a vision request)
+            STATE["images"] += sum(1 for part in prompt if part.get("type") == "image_url"
+                                   and part["image_url"]["url"].startswith("data:image/png;base64,"))
+            prompt = "".join(part.get("text", "") for part in prompt)
         self._send(200, {
             "id": f"chatcmpl-{STATE['requests']}", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",

@@ -512,3 +512,37 @@ def test_ref_l4_condenses_long_captions_with_the_judge(tmp_path, pam):
     want = caption_scores({str(k): [c] for k, c in enumerate(condensed)}, short, ("ROUGE-L", "METEOR", "CIDEr"))
     for m in ("ROUGE-L", "METEOR", "CIDEr"):
         assert run.scores[m] == pytest.approx(want[m])
+
+
+def test_mdvp_bench_box_and_point_domains_with_the_local_judge(tmp_path, pam):
+    pytest.importorskip("openai")
+    import judge_server
+
+    root = tmp_path / "mdvp"
+    sc, objs = scenes(1)[0]
+    refs = {}
+    for domain, kind in (("natural_detailed_caption", "box"), ("android_QA", "point")):
+        (root / domain).mkdir(parents=True)
+        Image.fromarray(sc.image).save(root / domain / "0.jpg", quality=95)
+        rec = {"image_name": "0.jpg", "question_id": 1, "question": "Please describe each marked region.",
+               "gt_answers": "\n".join(f"<Region {k}>: {o.brief_caption['en']}" for k, o in enumerate(objs, 1))}
+        if kind == "box":
+            rec["bbox"] = [xywh(o.box) for o in objs]
+        else:
+            rec["points"] = [[float(np.argwhere(o.mask)[0][1]), float(np.argwhere(o.mask)[0][0])] for o in objs]
+        (root / domain / f"{domain}_{kind}.json").write_text(json.dumps([rec]))
+        refs[f"{domain}_{kind}:1"] = rec["gt_answers"]
+    proc, url, port = start_judge_server()
+    try:
+        run = run_eval("mdvp-bench", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
+        assert request_count(port, "images") == 2  # each judgement shows the judge the marked image
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    outs = cached_outputs(tmp_path / "out")
+    assert all(o.startswith("<Region 1>: ") and "\n<Region 2>: " in o for o in outs.values())
+    pairs = {k: judge_server.ferret_scores(refs[k], outs[k]) for k in refs}
+    nat, scr = pairs["natural_detailed_caption_box:1"], pairs["android_QA_point:1"]
+    assert run.scores["natural"] == pytest.approx(100 * nat[1] / nat[0])
+    assert run.scores["screenshot"] == pytest.approx(100 * scr[1] / scr[0])
+    assert run.scores["all"] == pytest.approx(100 * (nat[1] + scr[1]) / (nat[0] + scr[0]))

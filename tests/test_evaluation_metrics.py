@@ -145,9 +145,9 @@ def start_judge_server(fail_first: int = 0):
     return proc, f"http://127.0.0.1:{port}/v1", port
 
 
-def request_count(port: int) -> int:
+def request_count(port: int, what: str = "requests") -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
-        return json.loads(r.read())["requests"]
+        return json.loads(r.read())[what]
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ same judgement twice. Every score computed with it records the judge model.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import random
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 __all__ = ["Judge", "JudgeConfig", "JudgeError"]
 
@@ -60,15 +61,17 @@ class Judge:
                     continue  # torn last line of a killed run
                 self.cache[rec["key"]] = rec["response"]
 
-    def key(self, prompt: str) -> str:
-        return hashlib.sha256(json.dumps([self.model, prompt]).encode("utf-8")).hexdigest()
+    def key(self, prompt: str, image: bytes | None = None) -> str:
+        parts = [self.model, prompt] + ([hashlib.sha256(image).hexdigest()] if image else [])
+        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
-    def ask(self, prompt: str) -> str:
-        """The judge's answer to ``prompt`` (from the cache when it was asked before)."""
-        k = self.key(prompt)
+    def ask(self, prompt: str, image: bytes | None = None) -> str:
+        """The judge's answer to ``prompt`` (from the cache when it was asked before). ``image`` (PNG
+        bytes) is sent along as an ``image_url`` part, for judges that see images."""
+        k = self.key(prompt, image)
         if k in self.cache:
             return self.cache[k]
-        answer = self._request(prompt)
+        answer = self._request(prompt, image)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with self.cache_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"key": k, "model": self.model, "prompt": prompt, "response": answer},
@@ -83,13 +86,17 @@ class Judge:
         return isinstance(err, o.APIStatusError) and err.status_code in (408, 409, 429) or (
             isinstance(err, o.APIStatusError) and err.status_code >= 500)
 
-    def _request(self, prompt: str) -> str:
+    def _request(self, prompt: str, image: bytes | None = None) -> str:
         cfg = self.config
+        content: Any = prompt
+        if image is not None:
+            url = "data:image/png;base64," + base64.b64encode(image).decode("ascii")
+            content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
         last: Exception | None = None
         for attempt in range(cfg.attempts):
             try:
                 resp = self.client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompt}],
+                    model=self.model, messages=[{"role": "user", "content": content}],
                     max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                 )
                 content = resp.choices[0].message.content

@@ -6,6 +6,7 @@ from .base import Benchmark, DataError, Item, ScoreContext
 from .captions import RefCOCOg, VisualGenome
 from .dlc import DLCBench
 from .ferret import FerretBench
+from .mdvp import MDVPBench
 from .ocr import CocoText, TotalText
 from .recognition import LVIS, PACO
 from .refl4 import RefL4
@@ -15,7 +16,7 @@ from .video import HCSTVG, VideoReferD
 __all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), RefL4(), FerretBench(), DLCBench(),
+    LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), RefL4(), FerretBench(), MDVPBench(), DLCBench(),
     VideoReferD(), HCSTVG(), StreamingActivityNet(),
 )}
 
