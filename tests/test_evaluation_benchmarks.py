@@ -546,3 +546,44 @@ def test_mdvp_bench_box_and_point_domains_with_the_local_judge(tmp_path, pam):
     assert run.scores["natural"] == pytest.approx(100 * nat[1] / nat[0])
     assert run.scores["screenshot"] == pytest.approx(100 * scr[1] / scr[0])
     assert run.scores["all"] == pytest.approx(100 * (nat[1] + scr[1]) / (nat[0] + scr[0]))
+
+
+def test_elysium_and_bensmot_end_to_end(tmp_path, pam):
+    from perceive_anything.training.synthetic import generate_video
+
+    vid = generate_video(400, num_frames=6, size=SIZE, num_objects=2)
+    # Elysium: JSON lines, one normalised box per frame
+    ely = tmp_path / "ely"
+    (ely / "frames").mkdir(parents=True)
+    names = []
+    for t, fr in enumerate(vid.frames):
+        Image.fromarray(fr).save(ely / f"frames/v0_{t}.jpg", quality=95)
+        names.append(f"frames/v0_{t}.jpg")
+    obj = vid.objects[0]
+    boxes = [[v / SIZE for v in (b or obj.boxes[0])] for b in obj.boxes]
+    (ely / "ElysiumTrack-val500.json").write_text(json.dumps(
+        {"vid": "v0", "caption": obj.caption()["en"], "frames": names, "box": boxes}) + "\n")
+    # BenSMOT: MOTChallenge gt.txt + instance_captions.txt; track 2 appears from frame 3
+    seq = tmp_path / "bensmot/walking/seq0"
+    (seq / "imgs").mkdir(parents=True)
+    (seq / "gt").mkdir()
+    for t, fr in enumerate(vid.frames):
+        Image.fromarray(fr).save(seq / f"imgs/{t + 1:03d}.jpg", quality=95)
+    rows = []
+    for tid, o in ((1, vid.objects[0]), (2, vid.objects[1])):
+        for t, b in enumerate(o.boxes):
+            if b is not None and (tid == 1 or t >= 2):
+                rows.append(f"{t + 1},{tid},{b[0]},{b[1]},{b[2] - b[0]},{b[3] - b[1]},1,1,1.0")
+    (seq / "gt/gt.txt").write_text("\n".join(rows) + "\n")
+    (seq / "instance_captions.txt").write_text(
+        f"shape0: {vid.objects[0].caption()['en']}\nshape1: {vid.objects[1].caption()['en']}\n")
+
+    from perceive_anything.evaluation import get_benchmark
+
+    items = get_benchmark("bensmot").load(tmp_path / "bensmot")
+    assert [it.inputs["prompt_frame"] for it in items] == [0, 2]
+    assert items[0].inputs["box"] == pytest.approx(list(vid.objects[0].boxes[0]))
+    assert get_benchmark("elysium").load(ely)[0].inputs["box"] == pytest.approx(list(obj.boxes[0]))
+    for bench, root in (("elysium", ely), ("bensmot", tmp_path / "bensmot")):
+        run = run_eval(bench, root, tmp_path / f"out-{bench}", pam=pam, progress=None)
+        assert run.generated == len(cached_outputs(tmp_path / f"out-{bench}")) and "CIDEr" in run.scores

@@ -11,13 +11,14 @@ from .ocr import CocoText, TotalText
 from .recognition import LVIS, PACO
 from .refl4 import RefL4
 from .streaming import StreamingActivityNet
+from .tracking import BenSMOT, Elysium
 from .video import HCSTVG, VideoReferD
 
 __all__ = ["BENCHMARKS", "Benchmark", "DataError", "Item", "ScoreContext", "get_benchmark"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     LVIS(), PACO(), CocoText(), TotalText(), RefCOCOg(), VisualGenome(), RefL4(), FerretBench(), MDVPBench(), DLCBench(),
-    VideoReferD(), HCSTVG(), StreamingActivityNet(),
+    Elysium(), BenSMOT(), HCSTVG(), VideoReferD(), StreamingActivityNet(),
 )}
 
 

@@ -19,18 +19,30 @@ from .base import Benchmark, DataError, Item, ScoreContext, check_media, coco_po
 NUM_FRAMES = 32
 
 
+def spread_including(total: int, frame_idx: int, num_frames: int = NUM_FRAMES) -> list[int]:
+    """``num_frames`` indices spread evenly over ``total`` frames (the official linspace rule), with
+    ``frame_idx`` swapped in for the nearest one so that the prompt's frame is among them."""
+    from ...processing.video import linspace_indices
+
+    if not 0 <= frame_idx < total:
+        raise DataError(f"annotated frame {frame_idx} is outside the clip's {total} frames")
+    kept = linspace_indices(total, num_frames)
+    if frame_idx not in kept:
+        nearest = min(range(len(kept)), key=lambda k: abs(kept[k] - frame_idx))
+        kept[nearest] = frame_idx
+    return sorted(set(kept))
+
+
 def sample_with_frame(path: str, frame_idx: int, num_frames: int = NUM_FRAMES):
     """(frames, position of ``frame_idx`` among them): ``num_frames`` evenly spread frames that include ``frame_idx``."""
     from ...processing.video import Sampling, open_video
 
     src = open_video(path)
-    kept = src.sampled_indices(Sampling(count=num_frames))
-    if frame_idx not in kept:
-        if not 0 <= frame_idx <= max(kept):
-            raise DataError(f"{path}: annotated frame {frame_idx} is outside the video's {max(kept) + 1} frames")
-        nearest = min(range(len(kept)), key=lambda k: abs(kept[k] - frame_idx))
-        kept[nearest] = frame_idx
-        kept = sorted(set(kept))
+    total = len(src.sampled_indices(Sampling()))
+    try:
+        kept = spread_including(total, frame_idx, num_frames)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
     wanted = set(kept)
     frames = [f.image for f in src.frames() if f.index in wanted]
     return frames, kept.index(frame_idx)
