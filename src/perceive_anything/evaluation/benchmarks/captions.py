@@ -64,7 +64,7 @@ class RefCOCOg(CocoRegionCaptions):
     title = "RefCOCOg region captioning"
     annotation_names = ("finetune_refcocog_val_with_mask.json",)
     prompt = "mask"
-    paper_table = "Table 2 (region-level image captioning); table number unverified"
+    paper_table = "the region-level image captioning table (number not checked)"
     source = ("finetune_refcocog_val_with_mask.json from Osprey's / GLaMM's RefCOCOg region-caption release; "
               "COCO train2014 images")
     layout = """DIR/

@@ -87,7 +87,7 @@ class DLCBench(Benchmark):
     task = "detailed_caption"
     metrics = ("positive", "negative", "average")
     judge_metrics = metrics
-    paper_table = "detailed region caption table; table number unverified"
+    paper_table = "detailed region caption table (number not checked)"
     source = "huggingface.co/datasets/nvidia/DLC-Bench (annotations.json, qa.json, class_names.json, images)"
     layout = """DIR/
   annotations.json   COCO-style: "images": [{"id", "file_name", "height", "width"}],

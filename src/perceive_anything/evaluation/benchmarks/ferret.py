@@ -62,7 +62,7 @@ class FerretBench(Benchmark):
     task = "question"
     metrics = ("refer_caption", "refer_reason")
     judge_metrics = metrics
-    paper_table = "image region QA / reasoning table; table number unverified"
+    paper_table = "image region QA / reasoning table (number not checked)"
     source = ("questions with boxes: osprey/eval/ferret-bench/box_refer_{caption,reason}.json of "
               "github.com/CircleRadon/Osprey; reference answers and image context: "
               "ferret/eval/ferret_gpt4_data/refer_{caption,reason}/{answer,context}.jsonl of github.com/apple/ml-ferret; "

@@ -84,7 +84,7 @@ class MDVPBench(Benchmark):
     task = "detailed_caption"
     metrics = ("natural", "ocr", "screenshot", "multipanel", "all")
     judge_metrics = metrics
-    paper_table = "image region QA table (MDVP-Bench); table number unverified"
+    paper_table = "image region QA table (MDVP-Bench) (number not checked)"
     source = "huggingface.co/datasets/Afeng-x/Draw-and-Understand, folder MDVP-bench (SPHINX-V, github.com/AFeng-x/Draw-and-Understand)"
     layout = """DIR/
   <domain>/<domain>_box.json and/or <domain>_point.json   for each domain folder of MDVP-bench

@@ -20,7 +20,7 @@ class OcrBenchmark(Benchmark):
     media = "image"
     task = "label"
     metrics = ("accuracy",)
-    paper_table = "Table 1 (region recognition: LVIS, PACO, COCO-Text, Total-Text); table number unverified"
+    paper_table = "the region recognition table: LVIS, PACO, COCO-Text, Total-Text (number not checked)"
 
     def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
         return generate_image_regions(pam, items, "label", generation)

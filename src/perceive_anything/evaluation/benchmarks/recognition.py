@@ -71,7 +71,7 @@ class LVIS(OspreyCategoryBenchmark):
     title = "LVIS region recognition (Osprey protocol)"
     annotation_names = ("lvis_val_1k_category.json",)
     box_file = "LVIS_box.json"
-    paper_table = "Table 1 (region recognition: LVIS, PACO, COCO-Text, Total-Text); table number unverified"
+    paper_table = "the region recognition table: LVIS, PACO, COCO-Text, Total-Text (number not checked)"
     source = ("lvis_val_1k_category.json from Osprey's data release (huggingface.co/datasets/sunshine-lwt/Osprey-ValData) "
               "or LVIS_box.json of SPHINX-V (huggingface.co/datasets/Afeng-x/Draw-and-Understand); COCO 2017 images")
 

@@ -34,7 +34,7 @@ class RefL4(Benchmark):
     task = "brief_caption"
     metrics = ("ROUGE-L", "METEOR", "CIDEr")
     judge_metrics = ()  # scored without a judge too, but then the captions are not condensed (recorded)
-    paper_table = "region captioning table (Ref-L4); table number unverified"
+    paper_table = "region captioning table (Ref-L4) (number not checked)"
     source = ("Ref-L4 (huggingface.co/datasets/JierunChen/Ref-L4) images; ref-l4-val.json and the GPT-4o-condensed "
               "references refl4_gt.json from huggingface.co/datasets/CircleRadon/referring_evaluation")
     layout = """DIR/

@@ -64,7 +64,7 @@ class StreamingActivityNet(Benchmark):
     task = "stream_caption"
     metrics = ("METEOR", "CIDEr", "G-STDC")
     judge_metrics = ("G-STDC",)
-    paper_table = "Table 6 (streaming region captioning); table number unverified"
+    paper_table = "the streaming region captioning table (number not checked)"
     source = ("annotations: eval/example_data/input_full.jsonl of github.com/Perceive-Anything/PAM "
               "(334 videos, 945 events); frames: the OneDrive/Google-Drive zip linked from its eval/README.md")
     layout = """DIR/

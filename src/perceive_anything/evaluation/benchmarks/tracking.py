@@ -21,7 +21,7 @@ class FrameClipCaptions(Benchmark):
     media = "video"
     task = "video_caption"
     metrics = ("METEOR", "CIDEr")
-    paper_table = "video region captioning table; table number unverified"
+    paper_table = "video region captioning table (number not checked)"
 
     def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
         outputs = []

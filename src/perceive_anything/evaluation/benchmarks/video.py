@@ -123,7 +123,7 @@ class VideoReferD(MaskedVideoCaptions):
     judge_metrics = metrics
     annotation_names = ("VideoRefer-Bench-D.json",)
     video_dir = "Panda-70M-part"
-    paper_table = "video region captioning table; table number unverified"
+    paper_table = "video region captioning table (number not checked)"
     source = "huggingface.co/datasets/DAMO-NLP-SG/VideoRefer-Bench (VideoRefer-Bench-D.json + the Panda-70M clips)"
     layout = """DIR/
   VideoRefer-Bench-D.json   list of {"id", "video": "<clip>.mp4", "caption", "frame_idx": "<n>",
@@ -165,7 +165,7 @@ class HCSTVG(MaskedVideoCaptions):
     metrics = ("METEOR", "CIDEr")
     annotation_names = ("hc_stvg_val.json",)
     video_dir = "video_parts"
-    paper_table = "video region captioning table; table number unverified"
+    paper_table = "video region captioning table (number not checked)"
     source = ("hc_stvg_val.json (huggingface.co/datasets/CircleRadon/referring_evaluation: one SAM mask per "
               "clip on frame_idx) + the HC-STVG video clips")
     layout = """DIR/
