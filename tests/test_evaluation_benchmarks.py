@@ -24,7 +24,7 @@ from perceive_anything.evaluation.metrics import (osprey_category_text, osprey_p
                                                   semantic_iou)
 from perceive_anything.training.synthetic import generate_scene, generate_stream  # noqa: E402
 
-from test_evaluation_metrics import request_count, start_judge_server  # noqa: E402
+from test_evaluation_metrics import judge_server_running, request_count  # noqa: E402
 
 SIZE = 128
 REPO = Path(__file__).resolve().parents[1]
@@ -115,13 +115,11 @@ def write_streaming(root: Path, videos: int = 2, frames_per_event: int = 4, even
         for t, fr in enumerate(st.frames):
             Image.fromarray(fr).save(root / "frames" / vid / f"{t:05d}.jpg", quality=95)
         obj = st.objects[0]
-        events = []
-        for e, (a, b) in enumerate(st.clips):
-            events.append({"event_id": e + 1, "frames": [f"{t:05d}.jpg" for t in range(a, b)],
-                           "gt": obj.caption(e)["en"], "box": [xywh(obj.boxes[a])]})
+        annotations = [{"event_id": e + 1, "frames": [f"{t:05d}.jpg" for t in range(a, b)],
+                        "gt": obj.caption(e)["en"], "box": [xywh(obj.boxes[a])]} for e, (a, b) in enumerate(st.clips)]
         # the authors' absolute paths, as in the released file
         lines.append(json.dumps({"type": "video", "image_root": f"/home/ubuntu/arctanx/SAV_data/activity/frames/{vid}",
-                                 "annotations": events}))
+                                 "annotations": annotations}))
     (root / "streaming_eval_input_full.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -170,8 +168,7 @@ def test_refcocog_and_vg_end_to_end(tmp_path, pam):
 def test_streaming_end_to_end_with_judge(tmp_path, pam):
     pytest.importorskip("openai")
     write_streaming(tmp_path / "data")
-    proc, url, port = start_judge_server()
-    try:
+    with judge_server_running() as (url, port):
         run = run_eval("streaming-activitynet", tmp_path / "data", tmp_path / "out", pam=pam, progress=None,
                        judge_url=url, judge_model="local-judge")
         assert run.items == 2 and run.scores["events"] == 4
@@ -189,9 +186,6 @@ def test_streaming_end_to_end_with_judge(tmp_path, pam):
                          judge_url=url, judge_model="local-judge")
         assert again.generated == 0 and request_count(port) == 2  # nothing generated or judged twice
         assert json.loads((tmp_path / "out/results.json").read_text())["judge_model"] == "local-judge"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_unreachable_judge_keeps_generated_outputs(tmp_path, pam):
@@ -333,7 +327,7 @@ def write_total_text(root: Path) -> list[str]:
             lines.append(f"x: [[{x1} {x2} {x2} {x1}]], y: [[{y1} {y1} {y2} {y2}]], ornt: [u'h'], "
                          f"transcriptions: [u'{o.shape}']")
             words.append(o.shape)
-        lines.append(f"x: [[1 9 9 1]], y: [[1 1 9 9]], ornt: [u'#'], transcriptions: [u'#']")  # do-not-care
+        lines.append("x: [[1 9 9 1]], y: [[1 1 9 9]], ornt: [u'#'], transcriptions: [u'#']")  # do-not-care
         (root / f"Groundtruth/Polygon/Test/poly_gt_img{k + 1}.txt").write_text("\n".join(lines) + "\n")
     return words
 
@@ -405,8 +399,7 @@ def test_ferret_and_videorefer_with_the_local_judge(tmp_path, pam):
 
     write_ferret(tmp_path / "ferret")
     write_masked_videos(tmp_path / "vr", "videorefer-d")
-    proc, url, port = start_judge_server()
-    try:
+    with judge_server_running() as (url, port):
         run = run_eval("ferret-bench", tmp_path / "ferret", tmp_path / "out-f", pam=pam, progress=None,
                        judge_url=url, judge_model="local-judge")
         outs = cached_outputs(tmp_path / "out-f")
@@ -424,9 +417,6 @@ def test_ferret_and_videorefer_with_the_local_judge(tmp_path, pam):
         assert {d: run.scores[d] for d in ("SC", "AD", "TD", "HD")} == pytest.approx(want)
         assert run.scores["average"] == pytest.approx(sum(want.values()) / 4)
         assert request_count(port) == 3  # two Ferret questions, one video
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_hc_stvg_end_to_end_and_prompt_frame(tmp_path, pam):
@@ -468,12 +458,8 @@ def test_dlc_bench_with_the_local_judge_by_hand(tmp_path, pam):
           {"question": "Does it claim stripes?", "choices": [["claims stripes", -1], ["does not", 1]], "type": "negative"}]
     (root / "qa.json").write_text(json.dumps({"1": qa, "2": qa}))
     (root / "class_names.json").write_text(json.dumps({"1": "shape", "2": "zebra"}))
-    proc, url, _ = start_judge_server()
-    try:
+    with judge_server_running() as (url, _):
         run = run_eval("dlc-bench", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     # the judge answers "A" everywhere and "No" to "is it a zebra": region 1 scores +1 / -1; region 2 is
     # not recognised, so its scores are capped at 0: 0 / -1
     assert run.scores["positive"] == pytest.approx(100 * (1 + 0) / 2)
@@ -499,12 +485,8 @@ def test_ref_l4_condenses_long_captions_with_the_judge(tmp_path, pam):
     condensed = [" ".join(x["caption"].split()[:4]) for x in lines[:2]]
     (root / "refl4_gt.json").write_text(json.dumps({"annotations": [{"image_id": str(k), "caption": c}
                                                                       for k, c in enumerate(condensed)]}))
-    proc, url, _ = start_judge_server()
-    try:
+    with judge_server_running() as (url, _):
         run = run_eval("ref-l4", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert run.items == 2 and run.scores["condensed_by_judge"] is True  # the COCO image is not evaluated
     outs = cached_outputs(tmp_path / "out")
     # the local judge condenses a caption to its first three words; five words or fewer stay as generated
@@ -532,13 +514,9 @@ def test_mdvp_bench_box_and_point_domains_with_the_local_judge(tmp_path, pam):
             rec["points"] = [[float(np.argwhere(o.mask)[0][1]), float(np.argwhere(o.mask)[0][0])] for o in objs]
         (root / domain / f"{domain}_{kind}.json").write_text(json.dumps([rec]))
         refs[f"{domain}_{kind}:1"] = rec["gt_answers"]
-    proc, url, port = start_judge_server()
-    try:
+    with judge_server_running() as (url, port):
         run = run_eval("mdvp-bench", root, tmp_path / "out", pam=pam, progress=None, judge_url=url, judge_model="j")
         assert request_count(port, "images") == 2  # each judgement shows the judge the marked image
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     outs = cached_outputs(tmp_path / "out")
     assert all(o.startswith("<Region 1>: ") and "\n<Region 2>: " in o for o in outs.values())
     pairs = {k: judge_server.ferret_scores(refs[k], outs[k]) for k in refs}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -145,32 +145,39 @@ def start_judge_server(fail_first: int = 0):
     return proc, f"http://127.0.0.1:{port}/v1", port
 
 
+@contextlib.contextmanager
+def judge_server_running(fail_first: int = 0):
+    """(url, port) of a local judge server process, stopped on exit."""
+    proc, url, port = start_judge_server(fail_first)
+    try:
+        yield url, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def request_count(port: int, what: str = "requests") -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
         return json.loads(r.read())[what]
 
 
-@pytest.fixture
-def judge_server():
-    procs = []
-
-    def start(fail_first=0):
-        proc, url, port = start_judge_server(fail_first)
-        procs.append(proc)
-        return url, port
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=10)
-
-
-def test_judge_retries_caches_and_gives_a_clear_error(tmp_path, judge_server):
+def test_judge_retries_caches_and_gives_a_clear_error(tmp_path):
     pytest.importorskip("openai")
-    from perceive_anything.evaluation.benchmarks.streaming import gstdc_prompt, parse_continuity
     from perceive_anything.evaluation.judge import Judge, JudgeConfig, JudgeError
 
-    url, port = judge_server(fail_first=2)
+    with judge_server_running(fail_first=2) as (url, port):
+        check_retries_and_cache(tmp_path, url, port)
+
+    dead = Judge(f"http://127.0.0.1:{_free_port()}/v1", "judge-x", tmp_path / "k.jsonl",
+                 config=JudgeConfig(attempts=2, base_delay=0.01, max_delay=0.01))
+    with pytest.raises(JudgeError, match="failed after 2 attempt"):
+        dead.ask("anything")
+
+
+def check_retries_and_cache(tmp_path, url, port):
+    from perceive_anything.evaluation.benchmarks.streaming import gstdc_prompt, parse_continuity
+    from perceive_anything.evaluation.judge import Judge, JudgeConfig
+
     waits = []
     cfg = JudgeConfig(attempts=4, base_delay=0.01, max_delay=0.02)
     j = Judge(url, "judge-x", tmp_path / "j.jsonl", config=cfg, sleep=waits.append)
@@ -184,11 +191,6 @@ def test_judge_retries_caches_and_gives_a_clear_error(tmp_path, judge_server):
     assert request_count(port) == 3  # from the cache file, no new request
     assert parse_continuity(Judge(url, "judge-y", tmp_path / "j.jsonl", config=cfg).ask(prompt)) == 2.5
     assert request_count(port) == 4  # another judge model is another judgement
-
-    dead = Judge(f"http://127.0.0.1:{_free_port()}/v1", "judge-x", tmp_path / "k.jsonl",
-                 config=JudgeConfig(attempts=2, base_delay=0.01, max_delay=0.01))
-    with pytest.raises(JudgeError, match="failed after 2 attempt"):
-        dead.ask("anything")
 
 
 def test_parse_continuity():

@@ -85,13 +85,24 @@ def find_file(bench: Benchmark, root: Path, names: Sequence[str]) -> Path:
 
 
 def read_json(bench: Benchmark, path: Path) -> Any:
+    """A JSON document, or a list of records for JSON lines (several public files use one under a
+    ``.json`` name); a malformed file is a DataError naming the line."""
+    text = path.read_text(encoding="utf-8")
     try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{bench.name}: {path} is not valid JSON ({err})") from None
+        data = json.loads(text)
+        # a one-line JSON-lines file parses as one document
+        return [data] if path.suffix == ".jsonl" and isinstance(data, dict) else data
+    except json.JSONDecodeError as whole:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                where = f"line {n}" if records or n > 1 else f"({whole})"
+                raise DataError(f"{bench.name}: {path} is neither JSON nor JSON lines: {where} {err}") from None
+        return records
 
 
 def check_media(bench: Benchmark, paths: Sequence[Path], what: str = "image") -> None:
@@ -155,6 +166,18 @@ def generate_image_regions(pam, items: Sequence[Item], task: str, generation: di
         for k, region in zip(idx, result):
             texts[k] = region.output(task).text
     return texts
+
+
+def reference_caption_scores(items: Sequence[Item], outputs: Sequence[Any], metrics: Sequence[str],
+                             tokenize: bool = True) -> dict[str, Any]:
+    """Caption metrics of one output per item against ``item.reference`` (a caption or a list of them)."""
+    from ..metrics import caption_scores
+
+    refs = {it.id: ([it.reference] if isinstance(it.reference, str) else list(it.reference)) for it in items}
+    preds = {it.id: str(out) for it, out in zip(items, outputs)}
+    scores: dict[str, Any] = caption_scores(refs, preds, metrics, tokenize=tokenize)
+    scores["items"] = len(items)
+    return scores
 
 
 def coco_polygons_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:

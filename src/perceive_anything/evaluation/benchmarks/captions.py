@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..metrics import caption_scores
 from .base import (Benchmark, DataError, Item, ScoreContext, check_media, coco_polygons_to_rle, find_file,
-                   generate_image_regions, read_json, require_keys)
+                   generate_image_regions, read_json, reference_caption_scores, require_keys)
 from .recognition import images_root
 
 
@@ -52,11 +51,7 @@ class CocoRegionCaptions(Benchmark):
         return generate_image_regions(pam, items, self.task, generation)
 
     def score(self, items: Sequence[Item], outputs: Sequence[Any], ctx: ScoreContext) -> dict[str, Any]:
-        refs = {it.id: it.reference for it in items}
-        preds = {it.id: out for it, out in zip(items, outputs)}
-        scores: dict[str, Any] = caption_scores(refs, preds, self.metrics, tokenize=True)
-        scores["regions"] = len(items)
-        return scores
+        return reference_caption_scores(items, outputs, self.metrics)
 
 
 class RefCOCOg(CocoRegionCaptions):

@@ -18,8 +18,9 @@ from .recognition import images_root
 
 CATEGORIES = {"refer_caption": "box_refer_caption.json", "refer_reason": "box_refer_reason.json"}
 
-# Our wording; the inputs, the two-score first line and the 1-10 scale are Ferret's (docs/evaluation.md).
-FERRET_PROMPT = """[Context]
+# Our wording; the inputs, the two-score first line and the 1-10 scale are Ferret's / MDVP-Bench's
+# (docs/evaluation.md). ``{about}`` says what the judge knows of the image.
+PAIRWISE_PROMPT = """[Context]
 {context}
 
 [Question]
@@ -34,11 +35,14 @@ FERRET_PROMPT = """[Context]
 [End of Assistant 2]
 
 [System]
-Two AI assistants answered the question above about an image. You cannot see the image; the context \
-describes it with object boxes (x1, y1, x2, y2 as fractions of the image size), relations, region descriptions \
-and captions. Rate the helpfulness, relevance, accuracy and level of detail of each answer with an overall score \
+{about} Rate the helpfulness, relevance, accuracy and level of detail of each answer with an overall score \
 from 1 to 10 (higher is better). On the first line write only the two scores, Assistant 1's then Assistant 2's, \
 separated by a space. Then explain your rating, without letting the order of the answers bias you."""
+
+FERRET_ABOUT = ("Two AI assistants answered the question above about an image. You cannot see the image; the "
+                "context describes it with object boxes (x1, y1, x2, y2 as fractions of the image size), "
+                "relations, region descriptions and captions.")
+
 
 _PAIR = re.compile(r"^\s*(\d+(?:\.\d+)?)[\s,]+(\d+(?:\.\d+)?)\s*$")
 
@@ -109,8 +113,9 @@ class FerretBench(Benchmark):
         unparsed = 0
         for it, out in zip(items, outputs):
             ref = it.reference
-            pair = parse_pair(ctx.judge.ask(FERRET_PROMPT.format(context=ref["context"], question=ref["question"],
-                                                                 reference=ref["answer"], prediction=out)))
+            pair = parse_pair(ctx.judge.ask(PAIRWISE_PROMPT.format(
+                context=ref["context"], question=ref["question"], reference=ref["answer"], prediction=out,
+                about=FERRET_ABOUT)))
             if pair is None:
                 unparsed += 1
                 continue

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .base import Benchmark, DataError, Item, ScoreContext, check_media, read_json, require_keys
-from .ferret import parse_pair
+from .ferret import PAIRWISE_PROMPT, parse_pair
 
 CONTEXTS = (
     ("natural", "The image is a natural image."),
@@ -26,27 +26,8 @@ CONTEXTS = (
     ("multipanel", "The image is a multi-panel figure."),
 )
 
-# Our wording; the inputs, the 1-10 scale and the two-score first line are MDVP-Bench's (docs/evaluation.md).
-MDVP_PROMPT = """[Context]
-{context}
-
-[Question]
-{question}
-
-[Assistant 1]
-{reference}
-[End of Assistant 1]
-
-[Assistant 2]
-{prediction}
-[End of Assistant 2]
-
-[System]
-Two AI assistants answered the question above about the attached image, on which the regions the question \
-refers to are drawn and numbered ({prompt_kind}). Rate the helpfulness, relevance, accuracy and level of detail \
-of each answer with an overall score from 1 to 10 (higher is better). On the first line write only the two scores, \
-Assistant 1's then Assistant 2's, separated by a space. Then explain your rating, without letting the order of \
-the answers bias you."""
+MDVP_ABOUT = ("Two AI assistants answered the question above about the attached image, on which the regions "
+              "the question refers to are drawn and numbered ({prompt_kind}).")
 
 
 def context_for(domain: str) -> str:
@@ -142,8 +123,9 @@ class MDVPBench(Benchmark):
         unparsed = 0
         for it, out in zip(items, outputs):
             ref = it.reference
-            prompt = MDVP_PROMPT.format(context=context_for(ref["domain"]), question=it.inputs["question"],
-                                        reference=ref["answer"], prediction=out, prompt_kind=ref["prompt_kind"])
+            prompt = PAIRWISE_PROMPT.format(context=context_for(ref["domain"]), question=it.inputs["question"],
+                                            reference=ref["answer"], prediction=out,
+                                            about=MDVP_ABOUT.format(prompt_kind=ref["prompt_kind"]))
             pair = parse_pair(ctx.judge.ask(prompt, image=draw_regions(it.inputs["image"], it.inputs["regions"])))
             if pair is None:
                 unparsed += 1

@@ -46,7 +46,8 @@ class RefL4(Benchmark):
 
     def load(self, root: Path) -> list[Item]:
         ann = find_file(self, root, ("ref-l4-val.json",))
-        records = self._lines(ann)
+        records = read_json(self, ann)
+        records = [records] if isinstance(records, dict) else records
         condensed = {}
         if (root / "refl4_gt.json").is_file():
             gt = read_json(self, root / "refl4_gt.json")
@@ -65,19 +66,6 @@ class RefL4(Benchmark):
             raise DataError(f"{self.name}: refl4_gt.json has {len(condensed)} references for {len(items)} regions")
         check_media(self, [Path(it.inputs["image"]) for it in items])
         return items
-
-    def _lines(self, path: Path) -> list[dict]:
-        import json
-
-        text = path.read_text(encoding="utf-8").strip()
-        try:
-            data = json.loads(text)
-            return data if isinstance(data, list) else [data]
-        except json.JSONDecodeError:
-            try:
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as err:
-                raise DataError(f"{self.name}: {path} is neither JSON nor JSON lines ({err})") from None
 
     def generate(self, pam, items: Sequence[Item], generation: dict[str, Any]) -> list[Any]:
         return generate_image_regions(pam, items, self.task, generation)

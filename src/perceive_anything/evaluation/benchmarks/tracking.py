@@ -8,12 +8,10 @@ tokenization).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..metrics import caption_scores
-from .base import Benchmark, DataError, Item, ScoreContext, check_media, find_file
+from .base import Benchmark, DataError, Item, ScoreContext, check_media, find_file, read_json, reference_caption_scores
 from .video import NUM_FRAMES, spread_including
 
 
@@ -34,11 +32,7 @@ class FrameClipCaptions(Benchmark):
         return outputs
 
     def score(self, items: Sequence[Item], outputs: Sequence[Any], ctx: ScoreContext) -> dict[str, Any]:
-        refs = {it.id: [it.reference] for it in items}
-        preds = {it.id: out for it, out in zip(items, outputs)}
-        scores: dict[str, Any] = caption_scores(refs, preds, self.metrics, tokenize=True)
-        scores["items"] = len(items)
-        return scores
+        return reference_caption_scores(items, outputs, self.metrics)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -60,19 +54,14 @@ class Elysium(FrameClipCaptions):
 
     def load(self, root: Path) -> list[Item]:
         ann = find_file(self, root, ("ElysiumTrack-val500.json",))
+        records = read_json(self, ann)
         items = []
-        for n, line in enumerate(ann.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{self.name}: {ann.name} line {n + 1} is not JSON ({err})") from None
+        for n, rec in enumerate([records] if isinstance(records, dict) else records):
             for key in ("caption", "frames", "box"):
                 if key not in rec:
-                    raise DataError(f"{self.name}: {ann.name} line {n + 1} lacks {key!r}")
+                    raise DataError(f"{self.name}: {ann.name} record {n + 1} lacks {key!r}")
             if len(rec["frames"]) != len(rec["box"]) or not rec["frames"]:
-                raise DataError(f"{self.name}: {ann.name} line {n + 1}: {len(rec['frames'])} frames but "
+                raise DataError(f"{self.name}: {ann.name} record {n + 1}: {len(rec['frames'])} frames but "
                                 f"{len(rec['box'])} boxes")
             frames = [str(root / f) for f in rec["frames"]]
             check_media(self, [Path(frames[0])], "frame")

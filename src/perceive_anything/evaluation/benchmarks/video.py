@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..metrics import caption_scores
 from .base import Benchmark, DataError, Item, ScoreContext, check_media, coco_polygons_to_rle, find_file, read_json, \
-    region_prompt, require_keys
+    reference_caption_scores, region_prompt, require_keys
 
 NUM_FRAMES = 32
 
@@ -177,11 +176,7 @@ class HCSTVG(MaskedVideoCaptions):
         return int(rec["frame_idx"]), rec["mask"]
 
     def score(self, items: Sequence[Item], outputs: Sequence[Any], ctx: ScoreContext) -> dict[str, Any]:
-        refs = {it.id: [it.reference] for it in items}
-        preds = {it.id: out for it, out in zip(items, outputs)}
-        scores: dict[str, Any] = caption_scores(refs, preds, self.metrics, tokenize=True)
-        scores["items"] = len(items)
-        return scores
+        return reference_caption_scores(items, outputs, self.metrics)
 
 
 __all__ = ["VideoReferD", "HCSTVG", "VIDEOREFER_D_PROMPT", "parse_dimensions", "sample_with_frame"]
