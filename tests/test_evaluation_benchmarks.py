@@ -565,3 +565,32 @@ def test_elysium_and_bensmot_end_to_end(tmp_path, pam):
     for bench, root in (("elysium", ely), ("bensmot", tmp_path / "bensmot")):
         run = run_eval(bench, root, tmp_path / f"out-{bench}", pam=pam, progress=None, limit=1)
         assert run.generated == len(cached_outputs(tmp_path / f"out-{bench}")) == 1 and "CIDEr" in run.scores
+
+
+def test_streaming_adapter_reads_the_real_annotation_file(tmp_path):
+    """The released streaming set (../shared/data): 334 videos, 945 events, xywh boxes, the authors' paths."""
+    from conftest import SHARED_DIR
+    from perceive_anything.evaluation.benchmarks import DataError, get_benchmark
+
+    real = SHARED_DIR / "data" / "streaming_eval_input_full.jsonl"
+    if not real.is_file():
+        pytest.skip(f"{real} not available")
+    bench = get_benchmark("streaming-activitynet")
+    root = tmp_path / "streaming"
+    root.mkdir()
+    (root / "input_full.jsonl").write_bytes(real.read_bytes())
+    with pytest.raises(DataError, match=r"945 frame\(s\) referred to by the annotations are absent"):
+        bench.load(root)  # no frames downloaded yet: say so before loading any model
+    records = [json.loads(line) for line in real.read_text().splitlines()]
+    tiny = Image.new("RGB", (8, 8))
+    for rec in records:
+        folder = root / "frames" / Path(rec["image_root"]).name
+        folder.mkdir(parents=True, exist_ok=True)
+        for ev in rec["annotations"]:
+            tiny.save(folder / ev["frames"][0])
+    items = bench.load(root)
+    assert len(items) == 334 and sum(len(it.inputs["events"]) for it in items) == 945
+    first = records[0]["annotations"][0]
+    x, y, w, h = first["box"][0]
+    assert items[0].inputs["events"][0]["box"] == pytest.approx([x, y, x + w, y + h])
+    assert items[0].reference[0] == first["gt"]
