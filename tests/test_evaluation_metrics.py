@@ -124,7 +124,7 @@ def test_cache_resumes_drops_torn_line_and_refuses_other_settings(tmp_path):
     assert "c" not in again
     again.add("c", "third")
     assert GenerationCache(path, header).outputs["c"] == "third"
-    with pytest.raises(CacheMismatchError, match="max_new_tokens|generation"):
+    with pytest.raises(CacheMismatchError, match=r"generation\.max_new_tokens: cache has 8, this run 9"):
         GenerationCache(path, {"model": "m1", "generation": {"max_new_tokens": 9}})
     with pytest.raises(CacheMismatchError, match="model"):
         GenerationCache(path, {"model": "m2", "generation": {"max_new_tokens": 8}})

@@ -23,6 +23,17 @@ class CacheMismatchError(ValueError):
     """The cache on disk was written by another model, benchmark or settings."""
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys, so a mismatch names the one setting that differs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 class GenerationCache:
     def __init__(self, path: str | Path, header: dict[str, Any]):
         self.path = Path(path)
@@ -41,8 +52,9 @@ class GenerationCache:
         except json.JSONDecodeError:
             raise CacheMismatchError(f"{self.path}: first line is not a cache header; move the file away") from None
         if found != self.header:
-            diff = sorted(k for k in set(found) | set(self.header) if found.get(k) != self.header.get(k))
-            detail = "; ".join(f"{k}: cache has {found.get(k)!r}, this run {self.header.get(k)!r}" for k in diff)
+            old, new = _flat(found), _flat(self.header)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            detail = "; ".join(f"{k}: cache has {old.get(k)!r}, this run {new.get(k)!r}" for k in diff)
             raise CacheMismatchError(
                 f"{self.path} was generated with other settings ({detail}); refusing to mix outputs. "
                 "Use another --out folder or the same settings."
