@@ -111,7 +111,7 @@ def run_eval(
 
         pam = PerceiveAnything.from_pretrained(model, sam2=sam2, device=device, dtype=dtype)
     overrides = dict(generation or {})
-    settings = pam._settings(None, dict(overrides)).to_dict()
+    settings = pam.generation.replace(**overrides).to_dict()  # what perceive() will decode with
     model_id = str(model) if model else EMBEDDED_MODEL_ID
     header = {"benchmark": bench.name, "task": bench.task, "model": model_id, "model_name": pam.name,
               "sam2": str(sam2) if sam2 else None, "dtype": str(pam.dtype).replace("torch.", ""),
