@@ -266,6 +266,12 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_eval_parser(sub) -> None:
+    from .evaluation.cli import add_eval_parser  # argparse only; the evaluation extra is imported when run
+
+    add_eval_parser(sub)
+
+
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="offline demo with the embedded model: a generated scene and video, JSON + overlays")
     p.add_argument("--out", default="./pam-demo", help="output folder for overlays (default ./pam-demo)")
@@ -338,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_demo_parser(sub)
+    _add_eval_parser(sub)
     return parser
 
 
