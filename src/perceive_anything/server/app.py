@@ -255,6 +255,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="Perceive Anything", version="1", lifespan=lifespan,
                   description="Segment and describe any region of an image or video (PAM).")
     app.state.pam = state
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
