@@ -474,6 +474,8 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     add_chat_routes(app, state)
 
     # web UI: the web package mounts its page and sample routes on this app here.
+    from ..web import mount as mount_web_ui
+    mount_web_ui(app)
     return app
 
 
