@@ -11,6 +11,11 @@ from .settings import ServerSettings
 _DEFAULTS = ServerSettings()
 
 
+class ServeError(ValueError):
+    """A bad ``pam serve`` option; ``pam``'s main prints it as one line (exit 2). A ValueError rather
+    than ``cli.CliError`` because under ``python -m perceive_anything.cli`` that class is ``__main__``'s."""
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API, an OpenAI-compatible endpoint and the web UI",
                        description="Serve PAM over HTTP. Without --model the embedded tiny model is served.")
@@ -38,23 +43,21 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cli import CliError
-
     try:
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as err:
-        raise CliError(f"pam serve needs the server extra ({err.name} is missing): "
+        raise ServeError(f"pam serve needs the server extra ({err.name} is missing): "
                        "pip install 'perceive-anything[server]'") from None
     for name, value in (("--port", args.port), ("--queue", args.queue), ("--cache-items", args.cache_items)):
         if value < (0 if name == "--port" else 1) or (name == "--port" and value > 65535):
-            raise CliError(f"{name} {value} is out of range")
+            raise ServeError(f"{name} {value} is out of range")
     if args.max_upload_mb <= 0 or args.cache_mb <= 0 or args.max_pixels <= 0:
-        raise CliError("--max-upload-mb, --cache-mb and --max-pixels must be positive")
+        raise ServeError("--max-upload-mb, --cache-mb and --max-pixels must be positive")
     roots = []
     for r in args.allowed_root:
         if not Path(r).is_dir():
-            raise CliError(f"--allowed-root {r}: not a folder")
+            raise ServeError(f"--allowed-root {r}: not a folder")
         roots.append(Path(r).resolve())
     settings = ServerSettings(
         host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, queue_size=args.queue,
@@ -74,7 +77,7 @@ def run(args) -> int:
         from ..demo import MISSING_MODEL
 
         if embedded_model_dir() is None:
-            raise CliError(MISSING_MODEL)
+            raise ServeError(MISSING_MODEL)
     pam = PerceiveAnything.from_pretrained(args.model, sam2=args.sam2, sam2_config=args.sam2_config,
                                            device=args.device, dtype=args.dtype, progress=not args.quiet)
     app = create_app(pam, settings)
