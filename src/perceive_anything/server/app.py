@@ -147,13 +147,14 @@ class ServerState:
         }
 
     # ---------------------------------------------------------------- images
-    async def image_from_bytes(self, data: bytes, param: str, keep_alpha: bool = False):
-        """(cache key, decoded image or None when its encoding is already cached)."""
+    async def prepare_image(self, data: bytes, param: str):
+        """(cache key, width, height, decoded image or None when its encoding is already cached)."""
         key = inputs.image_key(data)
-        if key in self.cache and not keep_alpha:
-            return key, None
-        img = await run_in_threadpool(inputs.open_image, data, param, self.settings, keep_alpha)
-        return key, img
+        enc = self.cache.get(key)
+        if enc is not None:
+            return key, enc.width, enc.height, None
+        img = await run_in_threadpool(inputs.open_image, data, param, self.settings)
+        return key, img.width, img.height, img
 
     async def resolve_image(self, body: dict):
         """``image_id`` (cached) or ``image`` (data URI) -> (key, width, height, PIL image or None)."""
@@ -168,14 +169,7 @@ class ServerState:
             return key, enc.width, enc.height, None
         if body.get("image") is None:
             raise ApiError("give 'image' (a data URI) or 'image_id' (from POST /v1/images)", "image")
-        _, data = inputs.decode_data_uri(body["image"], "image")
-        key, img = await self.image_from_bytes(data, "image")
-        if img is None:
-            enc = self.cache.get(key)
-            if enc is not None:
-                return key, enc.width, enc.height, None
-            img = await run_in_threadpool(inputs.open_image, data, "image", self.settings)
-        return key, img.width, img.height, img
+        return await self.prepare_image(inputs.decode_data_uri(body["image"], "image")[1], "image")
 
     def encoded(self, key: str, img):
         """Inside the worker: the cached encoding, or encode ``img`` now and cache it."""
@@ -186,6 +180,13 @@ class ServerState:
             enc = self.pam.encode(img)
             self.cache.put(key, enc)
         return enc
+
+    async def video_request(self, request: Request, model) -> tuple[dict, Any]:
+        """The JSON body of a video request (fields of ``model``) and its stored video."""
+        body = await read_json(request, schemas.field_names(model))
+        if body.get("video_id") is None:
+            raise ApiError("video_id is required (from POST /v1/videos)", "video_id")
+        return body, self.videos.get(body["video_id"])
 
     # ---------------------------------------------------------------- jobs
     async def run(self, request: Request, fn: Callable[[Job], Any], name: str, param: str | None = None):
@@ -299,7 +300,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     async def upload_image(request: Request):
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
-            data = await _form_file(request)
+            data, _ = await _form_file(request, "image")
             param = "file"
         else:
             body = await read_json(request, {"image"})
@@ -307,14 +308,10 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
                 raise ApiError("give 'image' (a data URI) or upload a multipart 'file'", "image")
             _, data = inputs.decode_data_uri(body["image"], "image")
             param = "image"
-        key, img = await state.image_from_bytes(data, param)
-        if img is None:
-            enc = state.cache.get(key)
-            if enc is not None:
-                return {"image_id": key, "width": enc.width, "height": enc.height, "cached": True}
-            img = await run_in_threadpool(inputs.open_image, data, param, settings)
-        enc = await state.run(request, lambda job: state.encoded(key, img), "encode")
-        return {"image_id": key, "width": enc.width, "height": enc.height, "cached": False}
+        key, width, height, img = await state.prepare_image(data, param)
+        if img is not None:
+            await state.run(request, lambda job: state.encoded(key, img), "encode")
+        return {"image_id": key, "width": width, "height": height, "cached": img is None}
 
     @app.post("/v1/segment", openapi_extra=schemas.body(schemas.SegmentRequest))
     async def segment(request: Request):
@@ -360,14 +357,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     async def upload_video(request: Request):
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=4)
-            try:
-                upload = form.get("file")
-                if upload is None or isinstance(upload, str):
-                    raise ApiError("upload the video as the multipart field 'file'", "file")
-                data, filename = await upload.read(), upload.filename
-            finally:
-                await form.close()
+            data, filename = await _form_file(request, "video")
         else:
             data, filename = await request.body(), request.headers.get("x-filename")
             if ctype.startswith("application/json"):
@@ -389,10 +379,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/perceive_video", openapi_extra=schemas.body(schemas.PerceiveVideoRequest))
     async def perceive_video(request: Request):
-        body = await read_json(request, schemas.field_names(schemas.PerceiveVideoRequest))
-        if body.get("video_id") is None:
-            raise ApiError("video_id is required (from POST /v1/videos)", "video_id")
-        video = state.videos.get(body["video_id"])
+        body, video = await state.video_request(request, schemas.PerceiveVideoRequest)
         tasks = inputs.check_tasks(body.get("tasks", DEFAULT_VIDEO_TASKS), "video")
         lang = inputs.check_lang(body.get("lang", "en"))
         question = inputs.check_question(body.get("question"), tasks, settings)
@@ -438,10 +425,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/stream", openapi_extra=schemas.body(schemas.StreamRequest))
     async def stream(request: Request):
-        body = await read_json(request, schemas.field_names(schemas.StreamRequest))
-        if body.get("video_id") is None:
-            raise ApiError("video_id is required (from POST /v1/videos)", "video_id")
-        video = state.videos.get(body["video_id"])
+        body, video = await state.video_request(request, schemas.StreamRequest)
         if body.get("region") is None and body.get("regions") is None:
             raise ApiError("give 'region' (or 'regions'): the object(s) to follow, on the first frame", "region")
         param = "region" if body.get("region") is not None else "regions"
@@ -479,13 +463,15 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-async def _form_file(request: Request) -> bytes:
+async def _form_file(request: Request, what: str) -> tuple[bytes, str | None]:
+    """The bytes and name of the multipart field ``file``; the form's temporary files are closed
+    (and so removed) before returning."""
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise ApiError("upload the image as the multipart field 'file'", "file")
-        return await upload.read()
+            raise ApiError(f"upload the {what} as the multipart field 'file'", "file")
+        return await upload.read(), upload.filename
     finally:
         await form.close()
 
