@@ -63,8 +63,10 @@ def page(browser, pam_server):
 
 
 def _open_sample(page, name=SAMPLE):
+    # the page opens the first sample by itself when the embedded model is served; wait for that
+    page.wait_for_function("() => window.pam.image.id !== null && !window.pam.image.loading", timeout=30_000)
     page.click(f"img[data-sample='{name}']")
-    page.wait_for_function("() => window.pam.image.id !== null", timeout=30_000)
+    page.wait_for_function(f"() => window.pam.image.name === '{name}' && !window.pam.image.loading", timeout=30_000)
 
 
 def _to_client(page, canvas_sel: str, x: float, y: float, size: tuple[int, int]) -> tuple[float, float]:
@@ -80,15 +82,25 @@ def _drag(page, canvas_sel, start, end, size):
     page.mouse.up()
 
 
-def _overlay_alpha(page, canvas_sel: str) -> np.ndarray:
-    """(H, W) bool: which overlay pixels are painted (the canvas shows a 256-px sample at 1:1)."""
-    flat, w, h = page.evaluate(
-        """(sel) => { const c = document.querySelector(sel); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                      const a = new Array(c.width * c.height); for (let i = 0; i < a.length; i++) a[i] = d[4 * i + 3] > 0 ? 1 : 0;
-                      return [a, c.width, c.height]; }""",
-        canvas_sel,
+def _canvas_rgba(page, canvas_sel: str, size=(256, 256)) -> np.ndarray:
+    """(H, W, 4) uint8: the canvas sampled at the centre of each image pixel (the page draws a
+    256-px sample upscaled)."""
+    flat = page.evaluate(
+        """([sel, w, h]) => { const c = document.querySelector(sel); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                              const out = new Array(w * h * 4);
+                              for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+                                const cx = Math.floor((x + 0.5) * c.width / w), cy = Math.floor((y + 0.5) * c.height / h);
+                                for (let k = 0; k < 4; k++) out[(y * w + x) * 4 + k] = d[(cy * c.width + cx) * 4 + k];
+                              }
+                              return out; }""",
+        [canvas_sel, *size],
     )
-    return np.array(flat, dtype=bool).reshape(h, w)
+    return np.array(flat, dtype=np.uint8).reshape(size[1], size[0], 4)
+
+
+def _overlay_alpha(page, canvas_sel: str) -> np.ndarray:
+    """(H, W) bool: which image pixels the overlay paints over."""
+    return _canvas_rgba(page, canvas_sel)[..., 3] > 0
 
 
 def _wait_described(page, region: int = 0):
@@ -105,11 +117,16 @@ def _covers(painted: np.ndarray, truth: np.ndarray) -> float:
     return float((painted & truth).sum() / truth.sum())
 
 
-def test_model_line_and_samples(page, artifacts):
+def test_model_line_samples_and_first_scene(page, artifacts):
     line = page.inner_text("#model-line")
     assert "embedded" in line and "only knows generated shapes" in line, line
     names = page.eval_on_selector_all("#sample-list img", "els => els.map(e => e.dataset.sample)")
     assert names == [s["name"] for s in samples.catalogue()["samples"]]
+    # with the embedded model the first sample is open at once: a newcomer only has to click
+    page.wait_for_function("() => window.pam.image.id !== null && !window.pam.image.loading", timeout=30_000)
+    assert page.evaluate("() => window.pam.image.name") == names[0]
+    rgb = _canvas_rgba(page, "#image-canvas")[..., :3]
+    assert np.abs(rgb.astype(int) - samples.scene(names[0]).image).mean() < 2  # the sample is what is shown
 
 
 def test_box_gives_mask_then_streamed_texts_and_downloads(page, artifacts, tmp_path):
@@ -125,6 +142,9 @@ def test_box_gives_mask_then_streamed_texts_and_downloads(page, artifacts, tmp_p
     assert _covers(painted, obj.mask) > 0.8
     _wait_described(page)
     page.screenshot(path=str(artifacts / "box.png"))
+    # the mask came first, then the texts streamed in token by token, then the final result
+    timeline = page.evaluate("() => window.pam.image.regions[0].timeline")
+    assert timeline["mask"] < timeline["firstToken"] < timeline["result"], timeline
     texts = _region_texts(page)
     assert set(texts) == {"label", "definition", "brief_caption"}
     assert all(texts.values()), texts
@@ -146,6 +166,7 @@ def test_box_gives_mask_then_streamed_texts_and_downloads(page, artifacts, tmp_p
         page.click("#download-png")
     from PIL import Image
 
+    dl.value.save_as(artifacts / "overlay-download.png")
     png = Image.open(dl.value.path()).convert("RGB")
     assert png.size == (256, 256)
     base = scene.image.astype(int)
@@ -223,12 +244,15 @@ def test_language_switch_gives_chinese(page, artifacts):
 
 
 def test_bad_upload_shows_the_server_error(page, tmp_path):
+    _open_sample(page)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
     page.set_input_files("#image-file", str(bad))
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     text = page.inner_text("#error-text")
     assert "HTTP 4" in text and "image" in text.lower(), text
+    # the refused upload did not replace the image that was open
+    assert page.evaluate("() => window.pam.image.name") == SAMPLE
 
 
 def test_rle_decoder_matches_pycocotools(page):
@@ -252,8 +276,14 @@ def test_video_tracking_shows_masks_and_caption(page, artifacts, tmp_path):
     page.set_input_files("#video-file", str(path))
     page.wait_for_function("() => window.pam.video.info !== null", timeout=30_000)
     obj = video.objects[0]
-    x1, y1, x2, y2 = obj.boxes[0]
+    prompt_frame = 4  # a prompt on a later frame: tracked forwards and backwards from there
+    assert obj.boxes[prompt_frame] is not None and obj.boxes[0] is not None
+    page.fill("#video-frame", str(prompt_frame))
+    page.dispatch_event("#video-frame", "input")
+    page.wait_for_function(f"() => window.pam.video.shown === {prompt_frame}")
+    x1, y1, x2, y2 = obj.boxes[prompt_frame]
     _drag(page, "#video-overlay", (x1 - 1, y1 - 1), (x2, y2), (256, 256))
+    assert page.evaluate("() => window.pam.video.objects.map(o => o.frame)") == [prompt_frame]
     page.click("#video-run")
     page.wait_for_function("() => window.pam.video.result !== null", timeout=MODEL_TIMEOUT_MS)
     caption = page.inner_text("#object-list li[data-object='0'] dd")
@@ -262,12 +292,15 @@ def test_video_tracking_shows_masks_and_caption(page, artifacts, tmp_path):
     last = next(t for t in range(len(video.frames) - 1, 0, -1) if obj.boxes[t] is not None)
     page.fill("#video-frame", str(last))
     page.dispatch_event("#video-frame", "input")
-    page.wait_for_function(f"() => window.pam.video.frame === {last}")
-    page.wait_for_timeout(300)  # the frame image decodes, then the overlay is painted
+    page.wait_for_function(f"() => window.pam.video.shown === {last}")  # frame decoded, masks painted
     page.screenshot(path=str(artifacts / "video.png"))
     painted = _overlay_alpha(page, "#video-overlay")
     assert _covers(painted, obj.masks[last]) > 0.5
     assert "Object 1" in page.inner_text("#object-list")
+    page.fill("#video-frame", "0")
+    page.dispatch_event("#video-frame", "input")
+    page.wait_for_function("() => window.pam.video.shown === 0")
+    assert _covers(_overlay_alpha(page, "#video-overlay"), obj.masks[0]) > 0.5  # the backward pass
 
 
 def test_stream_tab_shows_caption_events(page, artifacts):

@@ -24,12 +24,13 @@ const I18N = {
     stream_hint: "Drag a box around the object on the first frame, then start: one caption appears per clip as soon as it is produced, with the previous caption as context.",
     region: "Region", object: "Object", segmenting: "segmenting…", describing: "describing…", done: "done",
     uploading: "uploading…", tracking: "tracking and describing every frame…", streaming: "captioning…",
-    stopped: "stopped", finished: "finished", box: "box", points: "points", brush: "brush mask",
+    stopped: "stopped", finished: "finished", box: "box", point: "point", points: "points", brush: "brush mask",
     on_frame: "on frame", frame: "frame", frames: "frames", score: "score", iou: "IoU", area: "area",
     model: "Model", embedded_note: "the embedded tiny shapes model: it only knows generated shapes scenes (try a sample); serve a real checkpoint with pam serve --model",
     no_image: "load an image first", no_region: "add a region first", no_video: "load a video first",
     no_object: "draw a box around an object first", not_present: "not visible",
     sample_video: "Sample video", clip_n: "clip", absent: "object not visible in this clip",
+    num_frames: "Frames to process", all_frames: "all",
   },
   zh: {
     tab_image: "图像", tab_video: "视频", tab_stream: "流式描述",
@@ -49,12 +50,13 @@ const I18N = {
     stream_hint: "在第一帧上框选目标后开始：每个片段处理完立即给出一条描述，并以上一条描述为上下文。",
     region: "区域", object: "目标", segmenting: "分割中…", describing: "描述中…", done: "完成",
     uploading: "上传中…", tracking: "正在逐帧跟踪并描述…", streaming: "描述中…",
-    stopped: "已停止", finished: "已完成", box: "框", points: "点", brush: "画笔掩码",
+    stopped: "已停止", finished: "已完成", box: "框", point: "点", points: "点", brush: "画笔掩码",
     on_frame: "帧", frame: "帧", frames: "帧", score: "得分", iou: "IoU", area: "面积",
     model: "模型", embedded_note: "内置微型形状模型：只认识生成的形状场景（请试用示例）；用 pam serve --model 加载真实权重",
     no_image: "请先加载图像", no_region: "请先添加区域", no_video: "请先加载视频",
     no_object: "请先框选一个目标", not_present: "不可见",
     sample_video: "示例视频", clip_n: "片段", absent: "该片段中目标不可见",
+    num_frames: "处理帧数", all_frames: "全部",
   },
 };
 // Distinct, colour-blind-friendlier region colours (one per region, cycling).
@@ -103,7 +105,7 @@ function showError(err) {
   console.error(err);
   let text = err.message || String(err);
   if (err instanceof ApiError && err.detailed) {
-    const bits = [`HTTP ${err.status}`];
+    const bits = err.status ? [`HTTP ${err.status}`] : [];
     if (err.type) bits.push(err.type);
     if (err.param) bits.push(`param: ${err.param}`);
     if (err.retryAfter) bits.push(`retry after ${err.retryAfter} s`);
@@ -154,8 +156,11 @@ function parseSSEBlock(block) {
   return { event, data: parsed };
 }
 
+// an "event: error" inside a stream that had started with 200: no HTTP status to show
 function sseError(data) {
-  return new ApiError(data && data.error && data.error.status ? data.error.status : 500, data, null);
+  const err = new ApiError(null, data, null);
+  err.detailed = false;
+  return err;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,7 +314,12 @@ function loadImage(src) {
 // Stage: an image canvas with an overlay canvas that turns pointer input into prompts in image
 // pixels (click = point, right/shift click = negative point, drag = box, brush = mask strokes).
 // ---------------------------------------------------------------------------------------------
-const MAX_CANVAS_SIDE = 1280; // the canvas shows big photos downscaled; prompts stay in image pixels
+const STAGE_MAX_VH = 72; // the image may take at most this share of the window height
+// Canvas resolution: big photos are shown downscaled, small images upscaled so that masks, outlines
+// and tags stay crisp on screen; prompts are always in image pixels.
+const MIN_CANVAS_SIDE = 1024;
+const MAX_EXPORT_SIDE = 4096;
+const MAX_CANVAS_SIDE = 1280;
 
 class Stage {
   constructor(root, handlers) {
@@ -334,14 +344,18 @@ class Stage {
 
   setSize(w, h) {
     this.imageW = w; this.imageH = h;
-    this.scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(w, h));
+    const side = Math.max(w, h);
+    this.scale = Math.min(MAX_CANVAS_SIDE, Math.max(MIN_CANVAS_SIDE, side)) / side;
     const cw = Math.max(1, Math.round(w * this.scale)), ch = Math.max(1, Math.round(h * this.scale));
     for (const c of [this.base, this.overlay]) { c.width = cw; c.height = ch; }
+    // as wide as the column, but never taller than most of the window (portrait photos)
+    this.root.style.width = `min(100%, calc(${STAGE_MAX_VH}vh * ${w / h}))`;
     this.root.classList.add("loaded");
   }
 
   show(img) {
     const ctx = this.base.getContext("2d");
+    ctx.imageSmoothingEnabled = this.scale < 1; // upscaled small images keep their exact pixels
     ctx.clearRect(0, 0, this.base.width, this.base.height);
     ctx.drawImage(img, 0, 0, this.base.width, this.base.height);
   }
@@ -415,7 +429,7 @@ class Stage {
 // Image tab
 // ---------------------------------------------------------------------------------------------
 const image = {
-  id: null, name: null, img: null, width: 0, height: 0,
+  id: null, name: null, img: null, width: 0, height: 0, loading: false,
   regions: [], active: null, nextId: 1,
 };
 
@@ -476,6 +490,7 @@ function newRegion(kind) {
     prompt: { points: [], labels: [], box: null },
     brush: null, brushDirty: false, mask: null, seg: null, result: null,
     texts: {}, status: "", abort: null,
+    timeline: {}, // when the mask, the first token and the result of the last request arrived (ms)
   };
   image.regions.push(r);
   image.active = r;
@@ -545,6 +560,7 @@ async function updateRegion(r) {
   const ctl = new AbortController();
   r.abort = ctl;
   r.result = null;
+  r.timeline = { start: performance.now() };
   r.status = t("segmenting");
   renderImageOverlay();
   renderRegionList();
@@ -552,6 +568,7 @@ async function updateRegion(r) {
     const payload = regionPayload(r);
     const res = await api("/v1/segment", { method: "POST", json: { image_id: image.id, regions: [payload] }, signal: ctl.signal });
     const seg = await res.json();
+    r.timeline.mask = performance.now();
     applySegmentation(r, seg.regions[0]);
     await describeRegion(r, ctl, payload);
   } catch (err) {
@@ -579,9 +596,11 @@ async function describeRegion(r, ctl = null, payload = null) {
     if (ev.event === "mask") {
       applySegmentation(r, ev.data.regions[0]);
     } else if (ev.event === "token") {
+      if (r.timeline.firstToken === undefined) r.timeline.firstToken = performance.now();
       r.texts[ev.data.task] = (r.texts[ev.data.task] || "") + ev.data.text;
       renderRegionList();
     } else if (ev.event === "result") {
+      r.timeline.result = performance.now();
       r.result = ev.data;
       r.resultLang = state.lang;
       applySegmentation(r, ev.data.regions[0]);
@@ -617,7 +636,8 @@ function promptSummary(r) {
   if (r.prompt.box) bits.push(`${t("box")} [${r.prompt.box.join(", ")}]`);
   if (r.prompt.points.length) {
     const pos = r.prompt.labels.filter((l) => l === 1).length;
-    bits.push(`${r.prompt.points.length} ${t("points")} (+${pos}/−${r.prompt.points.length - pos})`);
+    const n = r.prompt.points.length;
+    bits.push(`${n} ${t(n === 1 ? "point" : "points")} (+${pos}/−${n - pos})`);
   }
   return bits.join(" + ");
 }
@@ -698,14 +718,15 @@ function renderImageOverlay(ctx = imageStage.overlay.getContext("2d"), { prompts
 
 async function loadImageFile(blob, name) {
   clearError();
-  for (const r of image.regions) if (r.abort) r.abort.abort();
   const form = new FormData();
   form.append("file", blob, name);
+  image.loading = true;
   try {
     const res = await api("/v1/images", { method: "POST", form });
     const info = await res.json();
-    const url = URL.createObjectURL(blob);
-    const img = await loadImage(url);
+    const img = await loadImage(URL.createObjectURL(blob));
+    // only now is the old image given up: a refused upload leaves the current work as it was
+    for (const r of image.regions) if (r.abort) r.abort.abort();
     Object.assign(image, { id: info.image_id, name, img, width: info.width, height: info.height, regions: [], active: null, nextId: 1 });
     imageStage.setSize(info.width, info.height);
     imageStage.show(img);
@@ -713,6 +734,8 @@ async function loadImageFile(blob, name) {
     renderImageOverlay();
   } catch (err) {
     showError(err);
+  } finally {
+    image.loading = false;
   }
 }
 
@@ -749,6 +772,11 @@ function setupImageTab() {
   $("#mode-brush").addEventListener("click", () => setMode("brush"));
   $("#brush-size").addEventListener("input", (e) => { imageStage.brushSize = Number(e.target.value); });
   $("#new-region").addEventListener("click", () => { image.active = null; renderRegionList(); });
+  document.addEventListener("keydown", (e) => {
+    if (!$("#tab-image").classList.contains("active") || e.target.matches("input[type=text], input[type=number], textarea")) return;
+    if (e.key === "Escape") { image.active = null; renderRegionList(); }
+    if ((e.key === "Delete" || e.key === "Backspace") && image.active) removeRegion(image.active);
+  });
   $("#clear-regions").addEventListener("click", () => {
     for (const r of image.regions) if (r.abort) r.abort.abort();
     Object.assign(image, { regions: [], active: null, nextId: 1 });
@@ -765,9 +793,11 @@ function setupImageTab() {
   });
   $("#download-png").addEventListener("click", () => {
     if (!image.img) { showError(new Error(t("no_image"))); return; }
+    // at the image's own size (very large photos: at most MAX_EXPORT_SIDE on the long side)
+    const k = Math.min(1, MAX_EXPORT_SIDE / Math.max(image.width, image.height));
     const out = document.createElement("canvas");
-    out.width = imageStage.base.width;
-    out.height = imageStage.base.height;
+    out.width = Math.round(image.width * k);
+    out.height = Math.round(image.height * k);
     const ctx = out.getContext("2d");
     const masks = document.createElement("canvas");
     masks.width = out.width; masks.height = out.height;
@@ -823,7 +853,7 @@ async function setupSamples() {
 // Video tab and streaming tab (both: upload, frames from the server, prompts on a frame)
 // ---------------------------------------------------------------------------------------------
 function makeVideoState(prefix) {
-  return { prefix, info: null, frame: 0, frames: new Map(), objects: [], result: null, masks: new Map(), nextId: 1 };
+  return { prefix, info: null, frame: 0, shown: null, frames: new Map(), objects: [], result: null, masks: new Map(), nextId: 1 };
 }
 const video = makeVideoState("video");
 const stream = makeVideoState("stream");
@@ -881,6 +911,7 @@ async function showVideoFrame(v, idx, extra = null) {
   if (v.frame !== idx) return; // a later frame was asked for meanwhile
   stage.show(img);
   renderVideoOverlay(v, extra);
+  v.shown = idx; // frame and its masks are on screen
   if (v.prefix === "video") $("#video-frame-label").textContent = `${t("frame")} ${idx + 1} / ${v.info.num_frames}`;
 }
 
@@ -974,7 +1005,8 @@ function renderObjectList() {
     meta.className = "meta";
     const bits = [];
     if (o.prompt.box) bits.push(`${t("box")} [${o.prompt.box.join(", ")}]`);
-    if (o.prompt.points.length) bits.push(`${o.prompt.points.length} ${t("points")}`);
+    const n = o.prompt.points.length;
+    if (n) bits.push(`${n} ${t(n === 1 ? "point" : "points")}`);
     meta.textContent = `${bits.join(" + ")} · ${t("on_frame")} ${o.frame + 1}`;
     const del = document.createElement("button");
     del.textContent = "×";
@@ -1036,6 +1068,9 @@ function setupVideoTab() {
     $("#video-status").textContent = t("tracking");
     try {
       const body = { video_id: video.info.video_id, objects: video.objects.map(videoPayload), tasks: ["video_caption"], lang: state.lang };
+      // frames spread evenly over the video (the official notebooks use 32); prompts move to the nearest one
+      const count = $("#video-num-frames").value.trim();
+      if (count) body.num_frames = Number(count);
       const res = await api("/v1/perceive_video", { method: "POST", json: body });
       video.result = await res.json();
       video.resultLang = state.lang;
@@ -1202,8 +1237,11 @@ function setupPage() {
   setupVideoTab();
   setupStreamTab();
   applyLanguage();
-  setupModelLine();
-  setupSamples();
+  Promise.all([setupModelLine(), setupSamples()]).then(() => {
+    // a newcomer's first look: a scene ready to click on (the embedded model knows only these)
+    const first = $("#sample-list img");
+    if (first && !image.id && !image.loading && state.model && state.model.embedded) first.click();
+  });
 }
 
 setupPage();
