@@ -222,6 +222,14 @@ def test_video_upload_frames_and_tracking(client, video, tmp_path):
         assert len(o["masks_rle"]) == 12 and o["outputs"][0]["task"] == "video_caption" and o["outputs"][0]["text"]
         assert iou(rle_to_mask(o["masks_rle"][8]), obj_truth.masks[8]) > 0.3
 
+    # with sampling, a prompt drawn on a source frame goes to the nearest processed frame
+    r = client.post("/v1/perceive_video", json={"video_id": info["video_id"], "max_new_tokens": TOKENS, "num_frames": 6,
+                                                "objects": [{"frame": 7, "box": [float(v) for v in truth.objects[1].boxes[7]]}]})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["frame_indices"] == [0, 2, 4, 6, 8, 11] and res["objects"][0]["prompt_frame"] == 3  # frame 6
+    assert len(res["objects"][0]["masks_rle"]) == 6
+
     # a zip of frames is a video too
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -265,7 +265,7 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):
         err = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query")]
         return JSONResponse(error_body(err.get("msg", "invalid request"), "invalid_request_error",
                                        ".".join(loc) or None), status_code=400)
 
