@@ -213,6 +213,7 @@ function paintMasks(ctx, masks) {
   if (!masks.length) return;
   const img = ctx.getImageData(0, 0, cw, ch);
   const px = img.data;
+  const e = Math.max(1, Math.round(1.5 * pixelRatio(ctx))); // outline width: about 1.5 screen pixels
   for (const { mask, color } of masks) {
     const [r, g, b] = hexToRgb(color);
     const sx = mask.w / cw, sy = mask.h / ch;
@@ -228,8 +229,8 @@ function paintMasks(ctx, masks) {
       for (let x = 0; x < cw; x++) {
         const i = y * cw + x;
         if (!grid[i]) continue;
-        const edge = x === 0 || y === 0 || x === cw - 1 || y === ch - 1 ||
-          !grid[i - 1] || !grid[i + 1] || !grid[i - cw] || !grid[i + cw];
+        const edge = x < e || y < e || x >= cw - e || y >= ch - e ||
+          !grid[i - e] || !grid[i + e] || !grid[i - e * cw] || !grid[i + e * cw];
         const a = edge ? 255 : MASK_ALPHA;
         const o = i * 4, keep = 255 - a;
         // "over" compositing onto whatever is already there (other regions' masks)
