@@ -172,11 +172,12 @@ def test_openai_client(pam_server, client, shapes, image_id):
     assert res.choices[0].message.content == ref  # the instruction selected the label task
     assert res.usage.completion_tokens > 0 and res.usage.prompt_tokens > 0
     stream = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": content, "region": {"box": box0}}],
-                                        max_tokens=TOKENS, stream=True)
+                                        max_tokens=TOKENS, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == ref
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == ref
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == res.usage.completion_tokens
 
     # Describe Anything's convention: the PNG's alpha channel is the region; other text is a question
     rgba = np.dstack([s.image, s.objects[0].mask.astype(np.uint8) * 255])

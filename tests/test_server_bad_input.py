@@ -39,7 +39,6 @@ def _raw(path: str, content: bytes, ctype: str = "application/json"):
     return ("POST", path, {"content": content, "headers": {"content-type": ctype}})
 
 
-GOOD_RLE = {"size": [128, 128], "counts": "0" + "P" * 3}  # replaced below by a real mask's RLE
 CHAT_OK = {"model": "tiny-shapes", "messages": [{"role": "user", "content": [
     {"type": "image_url", "image_url": {"url": URI}}, {"type": "text", "text": "What is it?"}], "region": {"box": BOX}}]}
 
@@ -91,6 +90,9 @@ CASES = [
     ("chat region outside the image", ("POST", "/v1/chat/completions", {"json": {**CHAT_OK, "region": {"box": [0, 0, 999, 9]}}}), 400, "region[0]"),
     ("chat unknown model", ("POST", "/v1/chat/completions", {"json": {**CHAT_OK, "model": "gpt-4o"}}), 404, "model"),
     ("chat n > 1", ("POST", "/v1/chat/completions", {"json": {**CHAT_OK, "n": 3}}), 400, "n"),
+    ("chat stream_options not an object", ("POST", "/v1/chat/completions", {"json": {**CHAT_OK, "stream": True, "stream_options": 1}}), 400, "stream_options"),
+    ("chat unknown content part", ("POST", "/v1/chat/completions", {"json": {**CHAT_OK, "messages": [
+        {"role": "user", "content": [{"type": "input_audio"}]}]}}), 400, "messages[0].content[0].type"),
     ("corrupt video", ("POST", "/v1/videos", {"files": {"file": ("v.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x13" * 4000, "video/mp4")}}), 400, "file"),
     ("truncated video", ("POST", "/v1/videos", {"files": {"file": ("v.mp4", "{mp4_head}", "video/mp4")}}), 400, "file"),
     ("unsupported video type", ("POST", "/v1/videos", {"files": {"file": ("v.txt", b"hello", "text/plain")}}), 400, "file"),

@@ -110,15 +110,17 @@ def parse_chat(body: dict, settings) -> dict[str, Any]:
         except ApiError as err:
             raise ApiError(err.message.replace("max_new_tokens", param_max), param_max) from None
     gen.update(inputs.generation_overrides({k: body.get(k) for k in ("temperature", "top_p", "seed")}, settings))
-    n = body.get("n", 1)
-    if n != 1:
+    if body.get("n") not in (None, 1):
         raise ApiError("only n = 1 is supported", "n")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError("stream_options must be an object", "stream_options")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError("stream must be true or false", "stream")
     return {"image_url": image_url, "image_param": image_param, "region": region, "region_param": region_param,
             "task": task, "lang": lang, "question": question, "gen": gen, "stream": stream,
-            "include_usage": bool((body.get("stream_options") or {}).get("include_usage"))}
+            "include_usage": bool((options or {}).get("include_usage"))}
 
 
 def add_chat_routes(app: FastAPI, state) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MB = 1024 * 1024
@@ -36,7 +36,6 @@ class ServerSettings:
     frame_jpeg_quality: int = 85
     embedded: bool = False
     """The model is the embedded default (reported by ``/v1/models``)."""
-    extra: dict = field(default_factory=dict)
 
     @property
     def max_upload_bytes(self) -> int:
