@@ -325,8 +325,13 @@ const MAX_CANVAS_SIDE = 1280;
 class Stage {
   constructor(root, handlers) {
     this.root = root;
-    this.base = root.querySelector("canvas:not(.overlay)");
-    this.overlay = root.querySelector("canvas.overlay");
+    // the image canvas and, stacked on it, the overlay that takes the pointer input
+    this.base = document.createElement("canvas");
+    this.overlay = document.createElement("canvas");
+    this.base.id = `${root.id.replace(/-stage$/, "")}-canvas`;
+    this.overlay.id = `${root.id.replace(/-stage$/, "")}-overlay`;
+    this.overlay.className = "overlay";
+    root.prepend(this.base, this.overlay);
     this.overlay.getContext("2d", { willReadFrequently: true }); // masks are composited with getImageData
     this.handlers = handlers;
     this.mode = "prompt";
@@ -534,12 +539,16 @@ function brushToDataUri(r) {
   return full.toDataURL("image/png");
 }
 
-function regionPayload(r) {
-  if (r.kind === "mask") return { mask: brushToDataUri(r) };
+// {box?, points, labels} -> the API's region object (box, points + labels, or both)
+function promptPayload(prompt) {
   const p = {};
-  if (r.prompt.box) p.box = r.prompt.box;
-  if (r.prompt.points.length) { p.points = r.prompt.points; p.labels = r.prompt.labels; }
+  if (prompt.box) p.box = prompt.box;
+  if (prompt.points.length) { p.points = prompt.points; p.labels = prompt.labels; }
   return p;
+}
+
+function regionPayload(r) {
+  return r.kind === "mask" ? { mask: brushToDataUri(r) } : promptPayload(r.prompt);
 }
 
 function selectedTasks() {
@@ -956,10 +965,7 @@ function maskBox(m) {
 }
 
 function videoPayload(o) {
-  const p = { frame: o.frame };
-  if (o.prompt.box) p.box = o.prompt.box;
-  if (o.prompt.points.length) { p.points = o.prompt.points; p.labels = o.prompt.labels; }
-  return p;
+  return { frame: o.frame, ...promptPayload(o.prompt) };
 }
 
 function addVideoObject(v, kind) {
@@ -1143,9 +1149,7 @@ function setupStreamTab() {
     streamAbort = ctl;
     $("#event-list").replaceChildren();
     $("#stream-info").textContent = t("streaming");
-    const region = {};
-    if (o.prompt.box) region.box = o.prompt.box;
-    if (o.prompt.points.length) { region.points = o.prompt.points; region.labels = o.prompt.labels; }
+    const region = promptPayload(o.prompt);
     const clipText = $("#stream-clip").value.trim();
     const clip = /^\d+$/.test(clipText) ? Number(clipText) : clipText;
     try {
