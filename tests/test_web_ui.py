@@ -194,6 +194,12 @@ def test_clicks_positive_and_negative(page, artifacts):
     page.screenshot(path=str(artifacts / "clicks.png"))
     assert "2 points (+1/−1)" in page.inner_text("#region-list li[data-region='0'] .meta")
     assert all(_region_texts(page).values())
+    # a free question about the region adds an answer
+    page.fill("#question", "What colour is it?")
+    page.dispatch_event("#question", "change")
+    page.wait_for_function("() => { const r = window.pam.image.regions[0]; return r.result && !r.status && "
+                           "r.result.regions[0].outputs.some(o => o.task === 'question'); }", timeout=MODEL_TIMEOUT_MS)
+    assert _region_texts(page)["question"].strip()
 
 
 def test_brush_mask_region(page, artifacts):
@@ -301,6 +307,11 @@ def test_video_tracking_shows_masks_and_caption(page, artifacts, tmp_path):
     page.dispatch_event("#video-frame", "input")
     page.wait_for_function("() => window.pam.video.shown === 0")
     assert _covers(_overlay_alpha(page, "#video-overlay"), obj.masks[0]) > 0.5  # the backward pass
+    # playback walks through the frames by itself, and pauses
+    page.click("#video-play")
+    page.wait_for_function("() => window.pam.video.shown >= 3", timeout=10_000)
+    page.click("#video-play")
+    assert page.inner_text("#video-play") == "Play"
 
 
 def test_stream_tab_shows_caption_events(page, artifacts):
@@ -319,3 +330,10 @@ def test_stream_tab_shows_caption_events(page, artifacts):
     fps = samples.catalogue()["videos"][0]["fps"]
     assert len(events) == -(-len(video.frames) // fps)  # one event per 1-second clip
     assert all(e.locator(".text").inner_text().strip() for e in events)
+    # Stop ends the stream early and says so
+    page.fill("#stream-clip", "4")
+    page.click("#stream-start")
+    page.wait_for_function("() => document.querySelectorAll('#event-list li').length >= 1", timeout=MODEL_TIMEOUT_MS)
+    page.click("#stream-stop")
+    page.wait_for_function("() => document.querySelector('#stream-info').textContent === 'stopped'", timeout=10_000)
+    assert page.locator("#event-list li").count() < len(video.frames) // 4
