@@ -208,12 +208,12 @@ function hexToRgb(hex) {
 
 // Paint masks ([{mask, color}], masks at image resolution) onto ctx (canvas resolution): a
 // translucent fill plus an opaque outline, sampled nearest-neighbour so big photos stay cheap.
-function paintMasks(ctx, masks) {
+function paintMasks(ctx, masks, ratio = pixelRatio(ctx)) {
   const cw = ctx.canvas.width, ch = ctx.canvas.height;
   if (!masks.length) return;
   const img = ctx.getImageData(0, 0, cw, ch);
   const px = img.data;
-  const e = Math.max(1, Math.round(1.5 * pixelRatio(ctx))); // outline width: about 1.5 screen pixels
+  const e = Math.max(1, Math.round(1.5 * ratio)); // outline width: about 1.5 screen pixels
   for (const { mask, color } of masks) {
     const [r, g, b] = hexToRgb(color);
     const sx = mask.w / cw, sy = mask.h / ch;
@@ -477,7 +477,7 @@ const imageStage = new Stage($("#image-stage"), {
       ctx.stroke();
     }
     r.brushDirty = true;
-    renderImageOverlay();
+    scheduleImageRender();
   },
   onBrushEnd: () => {
     const r = image.active;
@@ -488,6 +488,14 @@ const imageStage = new Stage($("#image-stage"), {
     }
   },
 });
+
+// pointer moves come faster than frames: repaint at most once per animation frame
+let renderPending = false;
+function scheduleImageRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; renderImageOverlay(); });
+}
 
 function newRegion(kind) {
   const id = image.nextId++;
@@ -560,6 +568,7 @@ function selectedTasks() {
 function applySegmentation(r, regionDict) {
   r.seg = regionDict;
   r.mask = regionDict && regionDict.mask_rle ? decodeRle(regionDict.mask_rle) : null;
+  r.maskVersion = (r.maskVersion || 0) + 1;
   renderImageOverlay();
 }
 
@@ -702,6 +711,8 @@ function renderRegionList() {
   });
 }
 
+const maskLayer = { canvas: document.createElement("canvas"), key: "" };
+
 function renderImageOverlay(ctx = imageStage.overlay.getContext("2d"), { prompts = true } = {}) {
   const cv = ctx.canvas;
   ctx.clearRect(0, 0, cv.width, cv.height);
@@ -715,7 +726,21 @@ function renderImageOverlay(ctx = imageStage.overlay.getContext("2d"), { prompts
       ctx.globalAlpha = 1;
     }
   }
-  paintMasks(ctx, image.regions.filter((r) => r.mask && !r.brushDirty).map((r) => ({ mask: r.mask, color: r.color })));
+  const shown = image.regions.filter((r) => r.mask && !r.brushDirty);
+  const masks = shown.map((r) => ({ mask: r.mask, color: r.color }));
+  if (cv === imageStage.overlay) {
+    // on screen the overlay is redrawn on every drag move: keep the painted masks until they change
+    const key = `${cv.width}x${cv.height}|${shown.map((r) => `${r.id}:${r.maskVersion}`).join(",")}`;
+    if (maskLayer.key !== key) {
+      maskLayer.canvas.width = cv.width; // also clears it
+      maskLayer.canvas.height = cv.height;
+      paintMasks(maskLayer.canvas.getContext("2d", { willReadFrequently: true }), masks, pixelRatio(ctx));
+      maskLayer.key = key;
+    }
+    ctx.drawImage(maskLayer.canvas, 0, 0);
+  } else {
+    paintMasks(ctx, masks);
+  }
   image.regions.forEach((r, i) => {
     if (prompts) drawPrompt(ctx, r.prompt, r.color, s);
     const bbox = r.seg && r.seg.bbox;
