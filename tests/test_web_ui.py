@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium by default; PAM_CHROMIUM names another Chromium binary
+CHROMIUM = os.environ.get("PAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
-    pytest.skip("no chromium binary (Debian: apt-get install chromium); browser tests skipped", allow_module_level=True)
+    pytest.skip(f"no chromium binary at {CHROMIUM} (Debian: apt-get install chromium, or set PAM_CHROMIUM); "
+                "browser tests skipped", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 
