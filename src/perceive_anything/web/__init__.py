@@ -6,7 +6,8 @@ A static page rather than Gradio: clicks, right-clicks, box drags, a brush, per-
 frame-accurate mask playback are each a few lines on a ``<canvas>``, while Gradio's image widgets
 would need custom components for most of them and a second app inside the FastAPI one.
 
-``mount(app)`` is the only entry point; ``server.create_app`` calls it.
+``mount(app)`` is the only entry point; ``server.create_app`` calls it (its error handler turns the
+server's ``ApiError`` into the shared ``{"error": {...}}`` body).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ __all__ = ["STATIC_DIR", "mount"]
 def mount(app) -> None:
     """Serve the page at ``/`` (assets under ``/static``) and the samples under ``/v1/samples``."""
     from fastapi import Response
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
 
+    from ..server.errors import NotFound
     from . import samples
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
@@ -42,10 +44,5 @@ def mount(app) -> None:
         try:
             data, media_type = samples.load(name)
         except KeyError:
-            known = ", ".join(samples.names())
-            return JSONResponse(
-                status_code=404,
-                content={"error": {"message": f"unknown sample {name!r}; known samples: {known}",
-                                   "type": "not_found", "param": "name"}},
-            )
+            raise NotFound(f"unknown sample {name!r}; known samples: {', '.join(samples.names())}", "name") from None
         return Response(content=data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
