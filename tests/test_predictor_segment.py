@@ -56,3 +56,10 @@ def test_pam_serve_warns_when_bound_beyond_loopback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "perceive_anything.cli", "serve", "--allowed-root", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--allowed-root" in r.stderr and "not a folder" in r.stderr
+
+
+def test_a_question_can_be_asked_next_to_other_tasks(tiny_pam, image):
+    res = tiny_pam.perceive(image, [[2, 3, 40, 30]], task=["label", "question"], question="What is it?", max_new_tokens=3)
+    assert [o.task for o in res[0].outputs] == ["label", "question"]
+    with pytest.raises(ValueError, match="needs question"):
+        tiny_pam.perceive(image, [[2, 3, 40, 30]], task=["label", "question"], max_new_tokens=3)

@@ -69,6 +69,7 @@ CASES = [
     ("video task on an image", _perceive(tasks=["video_caption"]), 400, "tasks"),
     ("unknown language", _perceive(lang="fr"), 400, "lang"),
     ("question task without question", _perceive(tasks=["question"]), 400, "question"),
+    ("question without the question task", _perceive(question="Why?"), 400, "question"),
     ("over-long question", _perceive(tasks=["question"], question="why? " * 1000), 400, "question"),
     ("bad max_new_tokens", _perceive(max_new_tokens=-3), 400, "max_new_tokens"),
     ("bad temperature", _perceive(temperature="hot"), 400, "temperature"),

@@ -254,6 +254,8 @@ def check_question(question: Any, tasks: list[str], settings: ServerSettings, pa
         return None
     if not isinstance(question, str) or not question.strip():
         raise ApiError(f"{param} must be a non-empty string", param)
+    if "question" not in tasks:
+        raise ApiError(f"{param} is given but tasks do not include 'question'", param)
     if len(question) > settings.max_question_chars:
         raise ApiError(f"{param} is {len(question)} characters; the limit is {settings.max_question_chars}", param)
     if text_proc.IMAGE_TOKEN in question:
