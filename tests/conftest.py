@@ -68,3 +68,16 @@ def tiny_pam(tiny_pam_dir):
     from perceive_anything import PerceiveAnything
 
     return PerceiveAnything.from_pretrained(tiny_pam_dir)
+
+
+@pytest.fixture(scope="session")
+def pam_server(tmp_path_factory):
+    """One real ``pam serve`` process (embedded model, loopback, small limits that the bad-input
+    tests exercise: 2 MB bodies, 4 megapixels, a queue of 4) shared by every server test."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from server_process import start_server
+
+    server = start_server(tmp_path_factory.mktemp("pam_serve"), "--max-upload-mb", "2", "--max-pixels", "4000000",
+                          "--queue", "4")
+    yield server
+    server.stop()

@@ -284,6 +284,12 @@ def _add_demo_parser(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_serve_parser(sub) -> None:
+    from .server.command import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pam", description="Perceive Anything: segment and describe any region.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -344,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_demo_parser(sub)
+    _add_serve_parser(sub)
     _add_eval_parser(sub)
     return parser
 

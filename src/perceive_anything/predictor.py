@@ -212,7 +212,8 @@ class PerceiveAnything:
                 raise ValueError(f"task {t!r} is a video task; image tasks are {', '.join(IMAGE_TASKS)}")
         if "question" in tasks and not (question and question.strip()):
             raise ValueError("task 'question' needs question='...' (the free question to ask about the region)")
-        prompts = [text_proc.build_prompt(t, lang, question=question) for t in tasks]
+        # the question goes to the 'question' task only, so it can be asked next to other tasks
+        prompts = [text_proc.build_prompt(t, lang, question=question if t == "question" else None) for t in tasks]
         settings = self._settings(generation, dict(generation_overrides))
 
         enc = image if isinstance(image, EncodedImage) else self.encode(image)
@@ -247,14 +248,39 @@ class PerceiveAnything:
                 texts[(r, ti)] = (text_proc.decode(self.tokenizer, token_ids), token_ids)
         timings.generate = time.perf_counter() - t0
 
+        outputs = [[_task_output(t, lang, *texts[(r, ti)]) for ti, t in enumerate(tasks)] for r in range(len(parsed))]
+        results = self._region_results(enc, parsed, seg, outputs, return_mask_logits)
+        timings.total = time.perf_counter() - t_start
+        return ImageResult(image_size=(enc.width, enc.height), regions=results, timings=timings, model=self.name)
+
+    @torch.inference_mode()
+    def segment(
+        self,
+        image: str | Path | Image.Image | np.ndarray | EncodedImage,
+        regions: Any,
+        *,
+        return_mask_logits: bool = False,
+    ) -> ImageResult:
+        """Masks and SAM 2 scores of ``regions`` without running the LLM (what an interactive click
+        needs at once); the regions' ``outputs`` are empty. Same inputs and checks as :meth:`perceive`."""
+        t_start = time.perf_counter()
+        enc = image if isinstance(image, EncodedImage) else self.encode(image)
+        parsed = parse_regions(regions, enc.width, enc.height)
+        timings = Timings(encode=enc.seconds)
+        t0 = time.perf_counter()
+        seg = self._segment(enc, parsed)
+        results = self._region_results(enc, parsed, seg, [[] for _ in parsed], return_mask_logits)
+        timings.segment = time.perf_counter() - t0
+        timings.total = time.perf_counter() - t_start
+        return ImageResult(image_size=(enc.width, enc.height), regions=results, timings=timings, model=self.name)
+
+    def _region_results(self, enc: EncodedImage, parsed: list[Region], seg, outputs: list[list[TaskOutput]],
+                        return_mask_logits: bool) -> list[RegionResult]:
+        """Masks at the image size, scores and the given task outputs of each segmented region."""
         results = []
         for r, region in enumerate(parsed):
             logits = self.model.segmenter.postprocess_masks(seg.low_res_logits[r : r + 1], (enc.height, enc.width))
             logits = logits[0, 0].float()
-            outputs = []
-            for ti, t in enumerate(tasks):
-                txt, token_ids = texts[(r, ti)]
-                outputs.append(_task_output(t, lang, txt, token_ids))
             results.append(
                 RegionResult(
                     index=r,
@@ -262,12 +288,11 @@ class PerceiveAnything:
                     mask=(logits > 0).cpu().numpy(),
                     object_score=float(seg.object_score_logits[r, 0]),
                     iou=float(seg.iou_pred[r, 0]),
-                    outputs=outputs,
+                    outputs=outputs[r],
                     mask_logits=logits.cpu().numpy() if return_mask_logits else None,
                 )
             )
-        timings.total = time.perf_counter() - t_start
-        return ImageResult(image_size=(enc.width, enc.height), regions=results, timings=timings, model=self.name)
+        return results
 
     # ------------------------------------------------------------------ video
     def _region_prompt(self, region: Region, wh: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -396,7 +421,8 @@ class PerceiveAnything:
             if text_proc.get_task(t).media == "image":
                 raise ValueError(f"task {t!r} is an image task; video tasks are video_caption and question")
         question = generation_overrides.pop("question", None)
-        prompts_text = [text_proc.build_prompt(t, lang, history=history, question=question) for t in tasks]
+        prompts_text = [text_proc.build_prompt(t, lang, history=history, question=question if t == "question" else None)
+                        for t in tasks]
         settings = self._settings(generation, dict(generation_overrides))
         source = open_video(video)
         if source.info.live:
