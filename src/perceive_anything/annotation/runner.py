@@ -131,6 +131,10 @@ def _ray_records(todo: list[Item], settings: Settings, address: str, num_workers
         raise ValueError("--ray needs the annotation extra: pip install 'perceive-anything[annotation]'") from None
     if not todo:
         return
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own progress bar reports on stderr
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
                  log_to_driver=False, include_dashboard=False)
