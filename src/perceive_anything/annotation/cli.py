@@ -42,31 +42,32 @@ def add_annotate_parser(sub) -> None:
     p.set_defaults(func=cmd_annotate)
 
 
+def _report_errors(record: dict) -> None:
+    """Without the progress bar (which prints them itself), failed items still get a line on stderr."""
+    if record.get("error"):
+        print(f"[pam] {record['id']}: {record['error']}", file=sys.stderr)
+
+
 def cmd_annotate(args) -> int:
     from dataclasses import asdict
 
-    from ..cli import CliError
     from ..everything import everything_config_from_args
     from ..processing import text as text_proc
-    from .inputs import InputError, discover, is_coco_json
+    from .inputs import discover, is_coco_json
     from .pipeline import Settings
     from .runner import annotate
-    from .store import SettingsMismatch
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
-        raise CliError("--tasks is empty")
+        raise ValueError("--tasks is empty")
     for t in tasks:
         if t not in text_proc.TASKS or text_proc.get_task(t).media == "video" or t == "question":
-            raise CliError(f"--tasks {t!r}: use image tasks (label, definition, brief_caption, detailed_caption)")
+            raise ValueError(f"--tasks {t!r}: use image tasks (label, definition, brief_caption, detailed_caption)")
     text_proc.build_prompt(tasks[0], args.lang)  # an unknown language fails here, before anything is written
     src = Path(args.input)
     if not args.everything and not args.prompts and not is_coco_json(src):
-        raise CliError("say what to describe: --everything, --prompts COCO.json, or a COCO JSON as INPUT")
-    try:
-        items = discover(src, args.prompts)
-    except InputError as err:
-        raise CliError(str(err)) from None
+        raise ValueError("say what to describe: --everything, --prompts COCO.json, or a COCO JSON as INPUT")
+    items = discover(src, args.prompts)  # InputError (a ValueError): one line from pam's main
     generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     settings = Settings(
         mode="everything" if args.everything else "prompts", tasks=tasks, lang=args.lang,
@@ -74,12 +75,11 @@ def cmd_annotate(args) -> int:
         everything=asdict(everything_config_from_args(args)), video_frames=args.frames, generation=generation,
     )
     source = str(src.resolve()) + (f" + prompts {Path(args.prompts).resolve()}" if args.prompts else "")
-    try:
-        summary = annotate(items, args.out, settings, source, ray=args.ray, num_workers=args.num_workers,
-                           batch_size=args.batch_size, device=args.device, threads=args.threads,
-                           progress=not args.quiet)
-    except SettingsMismatch as err:
-        raise CliError(str(err)) from None
+    # errors are ValueErrors (SettingsMismatch, InputError, bad options): pam's main prints them as one
+    # line (this module may run under ``python -m perceive_anything.cli``, whose CliError is another class)
+    summary = annotate(items, args.out, settings, source, ray=args.ray, num_workers=args.num_workers,
+                       batch_size=args.batch_size, device=args.device, threads=args.threads,
+                       progress=not args.quiet, on_record=_report_errors if args.quiet else None)
     d = summary.to_dict()
     print(f"[pam] {d['items']} items: {d['done']} done, {d['skipped']} skipped as already done, "
           f"{d['failed']} failed; {d['items_per_s']} items/s; output in {args.out}", file=sys.stderr)
