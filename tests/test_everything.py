@@ -160,3 +160,23 @@ def test_cli_image_everything(tmp_path, scenes):
     bad = subprocess.run(cmd[:6] + ["--box", "1,1,20,20"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--everything finds the regions itself" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_video_objects_proposed_on_the_first_frame_are_tracked_and_captioned(pam, tmp_path):
+    pytest.importorskip("av")
+    from perceive_anything.everything import describe_everything_video
+    from perceive_anything.processing.video import VideoWriter
+    from perceive_anything.training.synthetic import generate_video
+
+    video = generate_video(21, num_frames=8, size=128, num_objects=2, allow_exit=False)
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, fps=8) as w:
+        for f in video.frames:
+            w.write(f)
+    result = describe_everything_video(pam, path, num_frames=8, max_new_tokens=8)
+    assert result.num_frames == 8 and len(result) >= 1
+    first = [binary_iou(o.mask(0), v.masks[0]) for o in result for v in video.objects]
+    assert max(first) >= 0.5  # at least one proposal is a real object on the proposal frame
+    for obj in result:
+        assert len(obj.rles) == 8 and obj.caption
+        assert obj.prompt["kind"] == "mask" and obj.prompt["mask_area"] > 0

@@ -315,9 +315,11 @@ def describe_everything(
     settings = pam._settings(generation, dict(generation_overrides))
     if not hasattr(image, "features"):  # not an EncodedImage: read it first, so a bad file fails here
         image = load_image(image)
-    enc_before = time.perf_counter()
+    encoded_here = not hasattr(image, "features")
+    t0 = time.perf_counter()
     enc, props, masks = propose_masks(pam, image, config)
-    timings = Timings(encode=enc.seconds, segment=time.perf_counter() - enc_before - enc.seconds)
+    encode_s = enc.seconds if encoded_here else 0.0
+    timings = Timings(encode=encode_s, segment=time.perf_counter() - t0 - encode_s)
 
     texts: dict = {}
     if props and task_list:
