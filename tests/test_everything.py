@@ -112,6 +112,11 @@ def test_filters_behave(pam, scenes, found):
     large_only = pam.describe_everything(image, tasks=(), min_area=big)
     assert large_only and all(r.area >= big for r in large_only)
     assert len(large_only) < len(base) or min(r.area for r in base) >= big
+    dedup = pam.describe_everything(image, tasks=(), contained_thresh=0.8)
+    assert len(dedup) <= len(base)
+    for i, r in enumerate(dedup):  # no kept mask lies mostly inside an earlier (better) one
+        for q in dedup[:i]:
+            assert (r.mask & q.mask).sum() < 0.8 * r.area
     no_nms = pam.describe_everything(image, tasks=(), box_nms_thresh=1.0)
     assert len(no_nms) > len(base)  # a grid clicks each object many times: NMS removes the repeats
     with pytest.raises(ValueError, match="points_per_side"):
@@ -173,8 +178,8 @@ def test_video_objects_proposed_on_the_first_frame_are_tracked_and_captioned(pam
     with VideoWriter(path, fps=8) as w:
         for f in video.frames:
             w.write(f)
-    result = describe_everything_video(pam, path, num_frames=8, max_new_tokens=8)
-    assert result.num_frames == 8 and len(result) >= 1
+    result = describe_everything_video(pam, path, EverythingConfig(max_regions=3), num_frames=8, max_new_tokens=8)
+    assert result.num_frames == 8 and 1 <= len(result) <= 3
     first = [binary_iou(o.mask(0), v.masks[0]) for o in result for v in video.objects]
     assert max(first) >= 0.5  # at least one proposal is a real object on the proposal frame
     for obj in result:

@@ -18,7 +18,8 @@ Per crop (the whole image, plus ``crop_layers`` layers of overlapping tiles for 
    tile, whose own or the whole-image mask covers it);
 
 then over all crops: box NMS at ``box_nms_thresh`` (a kept score is the predicted IoU; among
-crops, a smaller tile wins ties as in SAM), ``min_area`` and ``max_regions``.
+crops, a smaller tile wins ties as in SAM), optionally ``contained_thresh`` (parts inside a kept
+mask), ``min_area`` and ``max_regions``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class EverythingConfig:
     stability_score_thresh: float = 0.65
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    # Not in SAM: drop a mask when at least this fraction of it lies inside an already kept mask
+    # (kept in predicted-IoU order). Box NMS lets a part of an object through (its box differs); on
+    # the shapes world 0.8 cuts kept masks per image from 8.9 to 5.2 for 1 point of recall (README).
+    contained_thresh: float | None = None
     min_area: int = 0
     max_regions: int | None = None
     crop_layers: int = 0
@@ -75,6 +80,8 @@ class EverythingConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
+        if self.contained_thresh is not None and not 0.0 < self.contained_thresh <= 1.0:
+            raise ValueError(f"contained_thresh must be in (0, 1] (or None), got {self.contained_thresh}")
         if self.stability_score_offset <= 0:
             raise ValueError(f"stability_score_offset must be > 0, got {self.stability_score_offset}")
         if self.min_area < 0:
@@ -275,7 +282,11 @@ def propose_masks(pam: PerceiveAnything, image: Any, config: EverythingConfig | 
     kept, masks = [], []
     for i in order:
         m = props[i].mask(w, h, seg)
-        if not m.any() or int(m.sum()) < cfg.min_area:
+        area = int(m.sum())
+        if area == 0 or area < cfg.min_area:
+            continue
+        if cfg.contained_thresh is not None and any(
+                int(np.logical_and(m, k).sum()) >= cfg.contained_thresh * area for k in masks):
             continue
         kept.append(props[i])
         masks.append(m)
@@ -389,6 +400,8 @@ def add_everything_args(parser) -> None:
     g.add_argument("--stability-thresh", type=float,
                    help=f"minimum stability score (default {d.stability_score_thresh})")
     g.add_argument("--box-nms-thresh", type=float, help=f"box IoU above which the weaker mask goes (default {d.box_nms_thresh})")
+    g.add_argument("--contained-thresh", type=float,
+                   help="drop a mask lying at least this fraction inside a better kept one (default: off, as SAM)")
     g.add_argument("--min-area", type=int, help="drop masks smaller than this many pixels (default 0)")
     g.add_argument("--max-regions", type=int, help="keep at most this many masks, best first (default: all)")
     g.add_argument("--crop-layers", type=int, help="layers of overlapping tiles for small objects (default 0)")
@@ -400,7 +413,7 @@ def everything_config_from_args(args) -> EverythingConfig:
 
     pairs = {"points_per_side": "points_per_side", "points_per_batch": "points_per_batch",
              "pred_iou_thresh": "pred_iou_thresh", "stability_score_thresh": "stability_thresh",
-             "box_nms_thresh": "box_nms_thresh", "min_area": "min_area", "max_regions": "max_regions",
+             "box_nms_thresh": "box_nms_thresh", "contained_thresh": "contained_thresh", "min_area": "min_area", "max_regions": "max_regions",
              "crop_layers": "crop_layers"}
     given = {field: getattr(args, opt) for field, opt in pairs.items() if getattr(args, opt, None) is not None}
     return replace(EverythingConfig(), **given)

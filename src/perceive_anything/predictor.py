@@ -263,6 +263,7 @@ class PerceiveAnything:
         pred_iou_thresh: float | None = None,
         stability_score_thresh: float | None = None,
         box_nms_thresh: float | None = None,
+        contained_thresh: float | None = None,
         min_area: int | None = None,
         max_regions: int | None = None,
         crop_layers: int | None = None,
@@ -279,7 +280,8 @@ class PerceiveAnything:
 
         given = dict(points_per_side=points_per_side, points_per_batch=points_per_batch,
                      pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-                     box_nms_thresh=box_nms_thresh, min_area=min_area, crop_layers=crop_layers)
+                     box_nms_thresh=box_nms_thresh, contained_thresh=contained_thresh, min_area=min_area,
+                     crop_layers=crop_layers)
         cfg = config or EverythingConfig()
         cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
         if max_regions is not None:
