@@ -104,13 +104,23 @@ def cmd_image(args) -> int:
         image = load_image(args.image)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
-    regions = _regions_from_args(args)
-    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
-    pam = _load(args)
-    result = pam.perceive(
-        image, regions, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
-        question=args.question, **_generation_kwargs(args),
-    )
+    if args.everything:
+        from .everything import everything_config_from_args
+
+        if args.box or args.point or args.mask:
+            raise CliError("--everything finds the regions itself; leave out --box, --point and --mask")
+        config = everything_config_from_args(args)
+        tasks = [t.strip() for t in (args.task or "label,brief_caption").split(",") if t.strip()]
+        pam = _load(args)
+        result = pam.describe_everything(image, config=config, tasks=tasks, lang=args.lang, **_generation_kwargs(args))
+    else:
+        regions = _regions_from_args(args)
+        tasks = [t.strip() for t in (args.task or "detailed_caption").split(",") if t.strip()]
+        pam = _load(args)
+        result = pam.perceive(
+            image, regions, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
+            question=args.question, **_generation_kwargs(args),
+        )
     result.source = str(args.image)
     text = result.to_json(indent=2)
     if args.json:
@@ -291,18 +301,24 @@ def _add_serve_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .annotation.cli import add_annotate_parser
+    from .everything import add_everything_args
+
     parser = argparse.ArgumentParser(prog="pam", description="Perceive Anything: segment and describe any region.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("image", help="perceive regions of one image")
     p.add_argument("image", help="image file")
     _add_region_args(p, "")
-    p.add_argument("--task", default="detailed_caption", help="label, definition, brief_caption, detailed_caption, question; comma-separated for several")
+    p.add_argument("--task", help="label, definition, brief_caption, detailed_caption, question; comma-separated for several "
+                   "(default detailed_caption; with --everything label,brief_caption)")
     p.add_argument("--question", help="free question (with --task question)")
+    p.add_argument("--everything", action="store_true", help="find every object (grid of clicks) and describe each")
     p.add_argument("--lang", default="en", help="en or zh")
     p.add_argument("--json", help="write the JSON result here (default: stdout)")
     p.add_argument("--overlay", help="write an overlay PNG/JPEG with masks and captions")
     _add_model_args(p)
+    add_everything_args(p)
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("video", help="track regions through a video and describe what each object does")
@@ -352,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(sub)
     _add_serve_parser(sub)
     _add_eval_parser(sub)
+    add_annotate_parser(sub)
     return parser
 
 

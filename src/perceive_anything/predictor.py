@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -229,23 +229,8 @@ class PerceiveAnything:
         blocks = lang_model.image_visual_block(seg.mid_image_embed, seg.mid_mask_tokens)  # (R, Nv, H)
         timings.perceive = time.perf_counter() - t0
 
-        # One LLM row per (region, task); rows of different tasks differ in length and are left-padded.
         t0 = time.perf_counter()
-        ids_per_task = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts]
-        rows = [(r, ti) for r in range(len(parsed)) for ti in range(len(tasks))]
-        texts: dict[tuple[int, int], tuple[str, list[int]]] = {}
-        pad_id = settings.pad_token_id if settings.pad_token_id is not None else (settings.eos_token_id or [0])[0]
-        for start in range(0, len(rows), max_batch):
-            chunk = rows[start : start + max_batch]
-            input_ids, attn = pad_token_rows([ids_per_task[ti] for _, ti in chunk], pad_id, side="left")
-            vis = blocks[[r for r, _ in chunk]]
-            callback = self._token_callback(on_token, chunk, tasks) if on_token is not None else None
-            out = lang_model.generate(
-                input_ids.to(self.device), vis, settings, attention_mask=attn.to(self.device), on_token=callback
-            )
-            for row, (r, ti) in enumerate(chunk):
-                token_ids = out.row_tokens(row)
-                texts[(r, ti)] = (text_proc.decode(self.tokenizer, token_ids), token_ids)
+        texts = self._generate_texts(blocks, tasks, prompts, settings, on_token, max_batch)
         timings.generate = time.perf_counter() - t0
 
         outputs = [[_task_output(t, lang, *texts[(r, ti)]) for ti, t in enumerate(tasks)] for r in range(len(parsed))]
@@ -293,6 +278,40 @@ class PerceiveAnything:
                 )
             )
         return results
+
+    def describe_everything(
+        self,
+        image: str | Path | Image.Image | np.ndarray | EncodedImage,
+        *,
+        points_per_side: int | None = None,
+        points_per_batch: int | None = None,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
+        box_nms_thresh: float | None = None,
+        contained_thresh: float | None = None,
+        min_area: int | None = None,
+        max_regions: int | None = None,
+        crop_layers: int | None = None,
+        tasks: str | Sequence[str] = ("label", "brief_caption"),
+        lang: str = "en",
+        config=None,
+        **generation_overrides: Any,
+    ) -> ImageResult:
+        """Find and describe every object: grid-click mask proposals, filtered and de-duplicated,
+        each described by PAM. Settings left None take ``config`` (an
+        :class:`~perceive_anything.everything.EverythingConfig`) or its defaults; see
+        :mod:`perceive_anything.everything`."""
+        from .everything import EverythingConfig, describe_everything
+
+        given = dict(points_per_side=points_per_side, points_per_batch=points_per_batch,
+                     pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+                     box_nms_thresh=box_nms_thresh, contained_thresh=contained_thresh, min_area=min_area,
+                     crop_layers=crop_layers)
+        cfg = config or EverythingConfig()
+        cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
+        if max_regions is not None:
+            cfg = replace(cfg, max_regions=max_regions)
+        return describe_everything(self, image, cfg, tasks=tasks, lang=lang, **generation_overrides)
 
     # ------------------------------------------------------------------ video
     def _region_prompt(self, region: Region, wh: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -610,6 +629,30 @@ class PerceiveAnything:
                     prompts[o] = self._region_prompt(Region(box=tuple(boxes[o])), (w, h))
             carried = last
             del clip_list, new, mids
+
+    def _generate_texts(
+        self, blocks: torch.Tensor, tasks: Sequence[str], prompts: Sequence[str], settings: GenerationSettings,
+        on_token: TokenCallback | None, max_batch: int,
+    ) -> dict[tuple[int, int], tuple[str, list[int]]]:
+        """LLM answers for every (region, task) of image visual ``blocks`` (R, Nv, H), ``max_batch`` rows
+        per generate call. Returns (region, task index) -> (text, token ids)."""
+        # One LLM row per (region, task); rows of different tasks differ in length and are left-padded.
+        ids_per_task = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts]
+        rows = [(r, ti) for r in range(blocks.shape[0]) for ti in range(len(tasks))]
+        texts: dict[tuple[int, int], tuple[str, list[int]]] = {}
+        pad_id = settings.pad_token_id if settings.pad_token_id is not None else (settings.eos_token_id or [0])[0]
+        for start in range(0, len(rows), max_batch):
+            chunk = rows[start : start + max_batch]
+            input_ids, attn = pad_token_rows([ids_per_task[ti] for _, ti in chunk], pad_id, side="left")
+            vis = blocks[[r for r, _ in chunk]]
+            callback = self._token_callback(on_token, chunk, tasks) if on_token is not None else None
+            out = self.model.language.generate(
+                input_ids.to(self.device), vis, settings, attention_mask=attn.to(self.device), on_token=callback
+            )
+            for row, (r, ti) in enumerate(chunk):
+                token_ids = out.row_tokens(row)
+                texts[(r, ti)] = (text_proc.decode(self.tokenizer, token_ids), token_ids)
+        return texts
 
     def _token_callback(self, on_token: TokenCallback, chunk, tasks):
         """Adapt generation step events to ``on_token(region, task, text_piece)`` with UTF-8-safe deltas."""

@@ -90,6 +90,10 @@ class RegionResult:
     iou: float
     outputs: list[TaskOutput]
     mask_logits: np.ndarray | None = None
+    # Set by describe_everything only: SAM's stability score of the proposal and, for a mask found
+    # on a crop tile, the tile (xyxy). to_dict emits them only when set.
+    stability_score: float | None = None
+    crop_box: list[int] | None = None
 
     @property
     def present(self) -> bool:
@@ -127,7 +131,7 @@ class RegionResult:
         return next((o.caption for o in self.outputs if o.caption), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "index": self.index,
             "prompt": self.prompt,
             "bbox": self.bbox,
@@ -138,6 +142,11 @@ class RegionResult:
             "mask_rle": self.rle,
             "outputs": [o.to_dict() for o in self.outputs],
         }
+        if self.stability_score is not None:
+            d["stability_score"] = round(float(self.stability_score), 6)
+        if self.crop_box is not None:
+            d["crop_box"] = [int(v) for v in self.crop_box]
+        return d
 
 
 @dataclass
