@@ -126,6 +126,16 @@ class RegionResult:
     def caption(self) -> str | None:
         return next((o.caption for o in self.outputs if o.caption), None)
 
+    @property
+    def answer(self) -> str | None:
+        """The answer of the ``question`` task."""
+        return next((o.answer for o in self.outputs if o.answer), None)
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """Raw text of every task, by task name."""
+        return {o.task: o.text for o in self.outputs}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -198,6 +208,22 @@ class TrackedObjectResult:
     @property
     def caption(self) -> str | None:
         return next((o.caption for o in self.outputs if o.caption), None)
+
+    @property
+    def answer(self) -> str | None:
+        """The answer of the ``question`` task."""
+        return next((o.answer for o in self.outputs if o.answer), None)
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """Raw text of every task, by task name."""
+        return {o.task: o.text for o in self.outputs}
+
+    def output(self, task: str) -> TaskOutput:
+        for o in self.outputs:
+            if o.task == task:
+                return o
+        raise KeyError(f"task {task!r} was not run for object {self.obj_id}; ran {[o.task for o in self.outputs]}")
 
     def present(self, t: int) -> bool:
         return self.scores[t] > 0
@@ -275,7 +301,7 @@ class CaptionEvent:
     start_time: float
     end_time: float
     text: str
-    history: str
+    history: str | None  # the previous clip's caption; None on the first clip
     box: list[float] | None
     present: bool
     last_box: list[int] | None = None
