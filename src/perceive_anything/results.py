@@ -129,7 +129,7 @@ class RegionResult:
     @property
     def answer(self) -> str | None:
         """The answer of the ``question`` task."""
-        return next((o.answer for o in self.outputs if o.answer), None)
+        return next((o.answer for o in self.outputs if o.answer is not None), None)
 
     @property
     def texts(self) -> dict[str, str]:
@@ -212,7 +212,7 @@ class TrackedObjectResult:
     @property
     def answer(self) -> str | None:
         """The answer of the ``question`` task."""
-        return next((o.answer for o in self.outputs if o.answer), None)
+        return next((o.answer for o in self.outputs if o.answer is not None), None)
 
     @property
     def texts(self) -> dict[str, str]:
