@@ -21,7 +21,6 @@ from .cli_support import (
     notice_default_model,
     positive_float,
     progress_bar,
-    write_text_atomic,
 )
 
 
@@ -152,26 +151,29 @@ def cmd_image(args) -> int:
         question=args.question, **_generation_kwargs(args),
     )
     result.source = str(files[0])
-    text = result.to_json(indent=2)
-    # both outputs are rendered to temporary files first: a failure leaves neither behind
-    with _maybe_atomic(args.json) as json_tmp, _maybe_atomic(args.overlay) as overlay_tmp:
+    _write_outputs(args, result.to_json(indent=2), lambda tmp: result.draw(image).save(tmp))
+    return 0
+
+
+def _write_outputs(args, text: str, draw_overlay) -> None:
+    """JSON (to --json or stdout) and the --overlay written by ``draw_overlay(path)``: both are
+    rendered to temporary files first, so a failure of either leaves neither behind."""
+    from contextlib import nullcontext
+
+    def temp(path):
+        return atomic_output(path) if path else nullcontext(None)
+
+    with temp(args.json) as json_tmp, temp(args.overlay) as overlay_tmp:
         if json_tmp:
             json_tmp.write_text(text + "\n", encoding="utf-8")
         if overlay_tmp:
-            result.draw(image).save(overlay_tmp)
+            draw_overlay(overlay_tmp)
     if args.json is None:
         print(text)
     if not args.quiet:
         for path in (args.json, args.overlay):
             if path:
                 print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-def _maybe_atomic(path):
-    from contextlib import nullcontext
-
-    return atomic_output(path) if path else nullcontext(None)
 
 
 def _image_batch(args, files: list[str], tasks: list[str]) -> int:
@@ -242,21 +244,14 @@ def cmd_video(args) -> int:
     finally:
         progress.close()
     result.source = str(args.video)
-    text = result.to_json(masks=not args.no_masks, indent=2)
-    with _maybe_atomic(args.json) as json_tmp, _maybe_atomic(args.overlay) as overlay_tmp:
-        if json_tmp:
-            json_tmp.write_text(text + "\n", encoding="utf-8")
-        if overlay_tmp:
-            from .visualize import write_video_overlay
 
-            write_video_overlay(open_video(args.video), result, overlay_tmp, stride=args.stride, fps=args.fps,
-                                num_frames=args.frames)
-    if args.json is None:
-        print(text)
-    if not args.quiet:
-        for path in (args.json, args.overlay):
-            if path:
-                print(f"wrote {path}", file=sys.stderr)
+    def draw_overlay(tmp):
+        from .visualize import write_video_overlay
+
+        write_video_overlay(open_video(args.video), result, tmp, stride=args.stride, fps=args.fps,
+                            num_frames=args.frames)
+
+    _write_outputs(args, result.to_json(masks=not args.no_masks, indent=2), draw_overlay)
     return 0
 
 

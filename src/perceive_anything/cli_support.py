@@ -124,11 +124,6 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 class LazyLines:
     """JSON lines to a file opened at the first line (a run that fails before producing anything
     leaves no empty file) or to stdout; every line is flushed whole, so an interrupted run keeps
