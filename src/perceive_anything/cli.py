@@ -120,7 +120,7 @@ def _check_tasks(tasks: list[str], lang: str, media: str, question: str | None) 
     from .processing import text as text_proc
 
     if not tasks:
-        raise CliError("--task is empty; give one or more of label, definition, brief_caption, detailed_caption, question")
+        raise CliError("--task is empty; give one or more task names, comma-separated")
     for t in tasks:
         if text_proc.get_task(t).media not in (media, "any"):
             raise CliError(f"--task {t!r} cannot run on {'an image' if media == 'image' else 'a video'}")

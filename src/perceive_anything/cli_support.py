@@ -118,6 +118,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private, unlike open()'s
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
