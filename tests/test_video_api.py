@@ -100,7 +100,7 @@ def test_stream_chains_history_and_boxes(tiny_pam, clip_mp4):
     first = {e.obj_id: e for e in events if e.clip == 0}
     second = {e.obj_id: e for e in events if e.clip == 1}
     for o in (1, 2):
-        assert first[o].history == "None"
+        assert first[o].history is None
         assert second[o].history == first[o].text
         if first[o].last_box is not None:
             assert second[o].box == [float(v) for v in first[o].last_box]

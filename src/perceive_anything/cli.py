@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-
-class CliError(Exception):
-    """A user error reported as one line on stderr with exit code 2."""
+from . import __version__
+from .cli_support import (
+    CliError,
+    FrameProgress,
+    LazyLines,
+    atomic_output,
+    check_output,
+    expand_images,
+    int_at_least,
+    join_negative_values,
+    notice_default_model,
+    positive_float,
+    progress_bar,
+)
 
 
 def _floats(text: str, n: int | None, what: str) -> list[float]:
@@ -59,28 +71,33 @@ def _regions_from_args(args) -> list:
 
 
 def _add_region_args(p: argparse.ArgumentParser, where: str) -> None:
-    p.add_argument("--box", action="append", help=f"x1,y1,x2,y2 in pixels {where} (repeatable: one region each)")
+    p.add_argument("--box", action="append",
+                   help=f"x1,y1,x2,y2 in pixels{where} (repeatable: one region each; negative values are fine: --box -5,0,40,40)")
     p.add_argument("--point", action="append",
-                   help=f"x,y[,label] click {where}, label 1 positive (default) / 0 negative; all clicks form one region")
+                   help=f"x,y[,label] click{where}; label 1 positive (default) or 0 negative; all clicks form one region")
     p.add_argument("--points-with-box", action="store_true",
                    help="add the --point clicks to the single --box region instead of a separate region")
     p.add_argument("--mask", action="append", help="binary mask PNG of the image/frame size (repeatable)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="PAM folder (ours or official) or hub id; default: the embedded tiny model")
+    p.add_argument("--model", help="PAM folder (ours or official) or hub id, e.g. PAM-3B/ with --sam2 "
+                   "sam2.1_hiera_large.pt; default: the embedded tiny demo model, which knows only the generated "
+                   "shapes world of `pam demo` (its words on real media are nonsense)")
     p.add_argument("--sam2", help="SAM 2.1 checkpoint (.pt or hub id) for an official PAM folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on cpu, bfloat16 on cuda")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=None,
+                   help="stop each answer after this many tokens (default: the model's generation config, 512)")
     p.add_argument("--sample", action="store_true", help="sample like the official notebooks (temperature 0.1) instead of greedy")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--seed", type=int, default=None, help="random seed for --sample (makes sampled answers repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, notes or messages on stderr (errors still)")
 
 
 def _load(args):
     from . import PerceiveAnything
 
+    notice_default_model(args)
     return PerceiveAnything.from_pretrained(
         args.model, sam2=args.sam2, device=args.device, dtype=args.dtype, progress=not args.quiet
     )
@@ -97,96 +114,174 @@ def _generation_kwargs(args) -> dict:
     return kw
 
 
+def _check_tasks(tasks: list[str], lang: str, media: str, question: str | None) -> None:
+    """Unknown task or language, a task of the other medium, a --question the tasks do not read:
+    refused before the model loads."""
+    from .processing import text as text_proc
+
+    if not tasks:
+        raise CliError("--task is empty; give one or more task names, comma-separated")
+    for t in tasks:
+        if text_proc.get_task(t).media not in (media, "any"):
+            raise CliError(f"--task {t!r} cannot run on {'an image' if media == 'image' else 'a video'}")
+        text_proc.task_prompt(t, lang, question=question if t == "question" else None)
+    if question is not None and "question" not in tasks:
+        raise CliError("--question is only read with --task question")
+
+
 def cmd_image(args) -> int:
     from .processing.image import load_image
+    from .processing.regions import parse_regions
 
-    try:
-        image = load_image(args.image)
-    except (FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from None
+    default_tasks = "label,brief_caption" if args.everything else "detailed_caption"
+    tasks = [t.strip() for t in (args.task if args.task is not None else default_tasks).split(",") if t.strip()]
+    _check_tasks(tasks, args.lang, "image", args.question)
     if args.everything:
         from .everything import everything_config_from_args
 
         if args.box or args.point or args.mask:
             raise CliError("--everything finds the regions itself; leave out --box, --point and --mask")
-        config = everything_config_from_args(args)
-        tasks = [t.strip() for t in (args.task or "label,brief_caption").split(",") if t.strip()]
-        pam = _load(args)
-        result = pam.describe_everything(image, config=config, tasks=tasks, lang=args.lang, **_generation_kwargs(args))
+        args.everything_config = everything_config_from_args(args)  # bad values refused before the model loads
+    files, batch = expand_images(args.image)
+    if batch:
+        return _image_batch(args, files, tasks)
+    check_output(args.json, "--json", "json")
+    check_output(args.overlay, "--overlay", "image")
+    try:
+        image = load_image(files[0])
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    if args.everything:
+        result = _describe_everything(args, image, tasks)
     else:
-        regions = _regions_from_args(args)
-        tasks = [t.strip() for t in (args.task or "detailed_caption").split(",") if t.strip()]
+        regions = parse_regions(_regions_from_args(args), image.width, image.height)
         pam = _load(args)
         result = pam.perceive(
             image, regions, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
             question=args.question, **_generation_kwargs(args),
         )
-    result.source = str(args.image)
-    text = result.to_json(indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-        if not args.quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
-    else:
-        print(text)
-    if args.overlay:
-        result.draw(image).save(args.overlay)
-        if not args.quiet:
-            print(f"wrote {args.overlay}", file=sys.stderr)
+    result.source = str(files[0])
+    _write_outputs(args, result.to_json(indent=2), lambda tmp: result.draw(image).save(tmp))
     return 0
+
+
+def _write_outputs(args, text: str, draw_overlay) -> None:
+    """JSON (to --json or stdout) and the --overlay written by ``draw_overlay(path)``: both are
+    rendered to temporary files first, so a failure of either leaves neither behind."""
+    from contextlib import nullcontext
+
+    def temp(path):
+        return atomic_output(path) if path else nullcontext(None)
+
+    with temp(args.json) as json_tmp, temp(args.overlay) as overlay_tmp:
+        if json_tmp:
+            json_tmp.write_text(text + "\n", encoding="utf-8")
+        if overlay_tmp:
+            draw_overlay(overlay_tmp)
+    if args.json is None:
+        print(text)
+    if not args.quiet:
+        for path in (args.json, args.overlay):
+            if path:
+                print(f"wrote {path}", file=sys.stderr)
+
+
+def _describe_everything(args, image, tasks: list[str], pam=None):
+    pam = pam or _load(args)
+    return pam.describe_everything(image, config=args.everything_config, tasks=tasks, lang=args.lang,
+                                   **_generation_kwargs(args))
+
+
+def _image_batch(args, files: list[str], tasks: list[str]) -> int:
+    """Many images, one model load: one JSON line per image; a bad image gets an error record and
+    the rest go on. Exit status 1 when any image failed."""
+    from .processing.image import load_image
+    from .processing.regions import RegionError
+
+    if args.overlay:
+        raise CliError("--overlay takes a single image; run a folder or pattern without it")
+    check_output(args.json, "--json", "json")
+    regions = None if args.everything else _regions_from_args(args)
+    pam = _load(args)
+    out = LazyLines(args.json)
+    failed = 0
+    bar = progress_bar(len(files), "image", "images", args.quiet)
+    try:
+        for path in files:
+            try:
+                image = load_image(path)
+                if args.everything:
+                    result = _describe_everything(args, image, tasks, pam)
+                else:
+                    result = pam.perceive(image, regions, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
+                                          question=args.question, **_generation_kwargs(args))
+            except (FileNotFoundError, ValueError, RegionError) as err:
+                failed += 1
+                out.write(json.dumps({"source": path, "error": str(err)}, ensure_ascii=False))
+            else:
+                result.source = path
+                out.write(result.to_json())
+            bar.update(1)
+    finally:
+        bar.close()
+        out.close()
+    if not args.quiet and failed:
+        print(f"pam: {failed} of {len(files)} images failed (see their error records)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_video(args) -> int:
-    from .processing.video import VideoError, open_video
+    from .processing.regions import parse_regions
+    from .processing.video import Sampling, VideoError, open_video
 
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    _check_tasks(tasks, args.lang, "video", args.question)
+    check_output(args.json, "--json", "json")
+    check_output(args.overlay, "--overlay", "video")
     try:
         src = open_video(args.video)
+        if src.info.live:
+            raise CliError(f"{args.video} is a live source; use `pam stream` for it")
+        n = len(src.sampled_indices(Sampling(stride=args.stride, fps=args.fps, count=args.frames)))
     except VideoError as err:
         raise CliError(str(err)) from None
-    regions = _regions_from_args(args)
+    if n == 0:
+        raise CliError(f"{args.video}: no frame left after sampling")
+    if args.frame >= n:
+        raise CliError(f"--frame {args.frame} is outside the {n} processed frames (0..{n - 1})")
+    regions = parse_regions(_regions_from_args(args), src.info.width, src.info.height)
     pam = _load(args)
-    progress = _FrameProgress(args.quiet)
-    result = pam.perceive_video(
-        src, regions, frame=args.frame, task=args.task, lang=args.lang, num_frames=args.frames,
-        stride=args.stride, fps=args.fps, on_frame=progress, **_generation_kwargs(args),
-    )
-    progress.done()
+    # the backward pass (prompt on a later frame) tracks the prompt frame a second time
+    progress = FrameProgress(n, args.quiet)
+    extra = {"question": args.question} if args.question else {}
+    try:
+        result = pam.perceive_video(
+            src, regions, frame=args.frame, task=tasks if len(tasks) > 1 else tasks[0], lang=args.lang,
+            num_frames=args.frames, stride=args.stride, fps=args.fps, on_frame=progress,
+            **extra, **_generation_kwargs(args),
+        )
+    finally:
+        progress.close()
     result.source = str(args.video)
-    text = result.to_json(masks=not args.no_masks, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    else:
-        print(text)
-    if args.overlay:
+
+    def draw_overlay(tmp):
         from .visualize import write_video_overlay
 
-        write_video_overlay(open_video(args.video), result, args.overlay, stride=args.stride, fps=args.fps,
+        write_video_overlay(open_video(args.video), result, tmp, stride=args.stride, fps=args.fps,
                             num_frames=args.frames)
-        if not args.quiet:
-            print(f"wrote {args.overlay}", file=sys.stderr)
+
+    _write_outputs(args, result.to_json(masks=not args.no_masks, indent=2), draw_overlay)
     return 0
 
 
-class _FrameProgress:
-    """Frames processed so far, on one stderr line."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.n = 0
-
-    def __call__(self, pos, frame, masks) -> None:
-        self.n += 1
-        if not self.quiet and (self.n % 10 == 0 or self.n == 1):
-            print(f"\r[pam] tracked {self.n} frames (source frame {frame.index})", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if not self.quiet and self.n:
-            print(f"\r[pam] tracked {self.n} frames", file=sys.stderr, flush=True)
-
-
 def cmd_stream(args) -> int:
+    from .predictor import _clip_length
+    from .processing import text as text_proc
+    from .processing.regions import parse_regions
     from .processing.video import VideoError, open_video
 
+    text_proc.task_prompt("stream_caption", args.lang)  # unknown language: refused before any work
+    check_output(args.json, "--json", "json")
     source = args.source
     if source.isdigit():
         source = int(source)  # webcam index
@@ -194,23 +289,30 @@ def cmd_stream(args) -> int:
         src = open_video(source)
     except VideoError as err:
         raise CliError(str(err)) from None
-    regions = _regions_from_args(args)
-    pam = _load(args)
-    progress = _FrameProgress(args.quiet)
+    info = src.info
     clip = args.clip if not args.clip.isdigit() else int(args.clip)
-    out = open(args.json, "w", encoding="utf-8") if args.json else sys.stdout
+    try:
+        clip_frames = _clip_length(clip, args.fps or (info.fps / args.stride if info.fps else None))
+    except ValueError as err:
+        raise CliError(f"--clip: {err}") from None
+    regions = parse_regions(_regions_from_args(args), info.width, info.height)
+    pam = _load(args)
+    total = None  # unknown for live sources and fps sampling: the bar then shows count and rate
+    if not info.live and info.num_frames and args.fps is None:
+        total = -(-info.num_frames // args.stride)
+        if args.max_clips:
+            total = min(total, args.max_clips * clip_frames)
+    progress = FrameProgress(total, args.quiet, desc="streaming")
+    out = LazyLines(args.json)  # created at the first caption: a source that fails leaves no empty file
     try:
         for event in pam.perceive_stream(
             src, regions, clip=clip, mode=args.mode, carry_memory=args.carry_memory, stride=args.stride,
             fps=args.fps, lang=args.lang, max_clips=args.max_clips, on_frame=progress, **_generation_kwargs(args),
         ):
-            if not args.quiet:
-                print(file=sys.stderr)
-            print(event.to_json(), file=out, flush=True)
+            out.write(event.to_json())
     finally:
-        if out is not sys.stdout:
-            out.close()
-    progress.done()
+        progress.close()
+        out.close()
     return 0
 
 
@@ -300,53 +402,72 @@ def _add_serve_parser(sub) -> None:
     add_parser(sub)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error as one line (the usage block is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .annotation.cli import add_annotate_parser
     from .everything import add_everything_args
 
-    parser = argparse.ArgumentParser(prog="pam", description="Perceive Anything: segment and describe any region.")
+    parser = _Parser(
+        prog="pam", description="Perceive Anything: segment and describe any region.",
+        epilog="Without --model the embedded tiny demo model runs: it knows only the generated shapes "
+               "world (pam demo). For real photos and videos pass the released PAM: "
+               "--model PAM-3B/ --sam2 sam2.1_hiera_large.pt.",
+    )
+    parser.add_argument("--version", action="version", version=f"pam (perceive-anything) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("image", help="perceive regions of one image")
-    p.add_argument("image", help="image file")
+    p = sub.add_parser("image", help="perceive regions of an image (or of many: a folder or glob, as JSON lines)")
+    p.add_argument("image", nargs="+",
+                   help="image file; several files, a folder or a quoted glob ('shots/*.jpg') run every image "
+                        "with one model load and print one JSON line per image (an error record for a bad one)")
     _add_region_args(p, "")
     p.add_argument("--task", help="label, definition, brief_caption, detailed_caption, question; comma-separated for several "
                    "(default detailed_caption; with --everything label,brief_caption)")
     p.add_argument("--question", help="free question (with --task question)")
     p.add_argument("--everything", action="store_true", help="find every object (grid of clicks) and describe each")
     p.add_argument("--lang", default="en", help="en or zh")
-    p.add_argument("--json", help="write the JSON result here (default: stdout)")
-    p.add_argument("--overlay", help="write an overlay PNG/JPEG with masks and captions")
+    p.add_argument("--json", help="write the JSON result here, .json (JSON lines for many images); default: stdout")
+    p.add_argument("--overlay", help="write an overlay image (.png, .jpg, .webp, ...) with masks and captions")
     _add_model_args(p)
     add_everything_args(p)
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("video", help="track regions through a video and describe what each object does")
     p.add_argument("video", help="video file (mp4, mov, mkv, webm, ...) or folder of frames")
-    _add_region_args(p, "on the prompt frame")
-    p.add_argument("--frame", type=int, default=0, help="processed frame the prompts are on (default 0)")
-    p.add_argument("--frames", type=int, help="sample this many frames evenly (the notebooks use 32); default: all")
-    p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
-    p.add_argument("--fps", type=float, help="sample about this many frames per second")
+    _add_region_args(p, " on the prompt frame")
+    p.add_argument("--frame", type=int_at_least(0), default=0, help="processed frame the prompts are on (default 0)")
+    p.add_argument("--frames", type=int_at_least(1), help="sample this many frames evenly (the notebooks use 32); default: all")
+    p.add_argument("--stride", type=int_at_least(1), default=1, help="keep every n-th frame of the source (default 1)")
+    p.add_argument("--fps", type=positive_float, help="sample about this many frames per second of video time")
     p.add_argument("--task", default="video_caption", help="video_caption (default) or question")
+    p.add_argument("--question", help="free question (with --task question)")
     p.add_argument("--lang", default="en", help="en or zh")
-    p.add_argument("--json", help="write the JSON result here (default: stdout)")
+    p.add_argument("--json", help="write the JSON result here (.json; default: stdout)")
     p.add_argument("--no-masks", action="store_true", help="leave per-frame mask RLEs out of the JSON")
-    p.add_argument("--overlay", help="write an overlay video (mp4) with masks and captions")
+    p.add_argument("--overlay", help="write an overlay video (.mp4, .mov, .mkv) with masks and captions")
     _add_model_args(p)
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("stream", help="caption regions clip by clip as a video or live source plays (JSON lines)")
     p.add_argument("source", help="video file, frame folder, webcam index/device (0, /dev/video0) or rtsp/http URL")
-    _add_region_args(p, "on the first frame")
-    p.add_argument("--clip", default="32", help="clip length: frames (32) or seconds ('2s')")
-    p.add_argument("--mode", default="released", choices=["released", "paper"], help="clip chaining (see docs)")
-    p.add_argument("--carry-memory", action="store_true", help="keep SAM 2's memory across clips")
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--fps", type=float)
-    p.add_argument("--max-clips", type=int)
-    p.add_argument("--lang", default="en")
-    p.add_argument("--json", help="write the JSON lines here instead of stdout")
+    _add_region_args(p, " on the first frame")
+    p.add_argument("--clip", default="32", help="clip length: frames (32, the released notebook's) or seconds ('2s')")
+    p.add_argument("--mode", default="released", choices=["released", "paper"],
+                   help="released (default): disjoint clips, each re-prompted with the box of the last mask, as "
+                        "the released notebook; paper: each clip also starts with the previous clip's last frame")
+    p.add_argument("--carry-memory", action="store_true",
+                   help="keep one SAM 2 memory for the whole stream instead of re-prompting each clip")
+    p.add_argument("--stride", type=int_at_least(1), default=1, help="keep every n-th frame of the source (default 1)")
+    p.add_argument("--fps", type=positive_float, help="sample about this many frames per second of source time")
+    p.add_argument("--max-clips", type=int_at_least(1), help="stop after this many clips (default: until the source ends)")
+    p.add_argument("--lang", default="en", help="en or zh")
+    p.add_argument("--json", help="write the JSON lines here (.jsonl) instead of stdout")
     _add_model_args(p)
     p.set_defaults(func=cmd_stream)
 
@@ -374,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     from .checkpoints.hub import HubUnavailableError
     from .processing.regions import RegionError
     from .processing.video import VideoError
@@ -382,11 +503,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CliError, RegionError, HubUnavailableError, FileNotFoundError, VideoError) as err:
-        print(f"pam: error: {err}", file=sys.stderr)
+        print(f"pam: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except ValueError as err:  # bad task / language / checkpoint: the message says which
-        print(f"pam: error: {err}", file=sys.stderr)
+        print(f"pam: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # outputs are written atomically or line by line, so what exists now is complete
+        print("pam: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `pam stream ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as err:
+        if os.environ.get("PAM_DEBUG"):
+            raise
+        print(f"pam: error: unexpected {type(err).__name__}: {_one_line(err)} "
+              "(set PAM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

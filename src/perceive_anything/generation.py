@@ -53,7 +53,9 @@ class GenerationSettings:
         self.eos_token_id = [int(i) for i in (self.eos_token_id or [])]
         if self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
-        if self.temperature is not None and self.temperature <= 0 and self.do_sample:
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature is not None and self.temperature == 0 and self.do_sample:
             raise ValueError("sampling needs temperature > 0 (use do_sample=False for greedy decoding)")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError("top_p must be in (0, 1]")
@@ -181,6 +183,26 @@ def process_logits(logits: Tensor, generated: Tensor, settings: GenerationSettin
     return scores
 
 
+def _cache_keyword(llm) -> str:
+    """The keyword ``llm.forward`` takes its KV cache by: ``cache`` from transformers 5.x releases that
+    renamed it (``past_key_values`` then warns and is removed in 5.40), ``past_key_values`` before.
+    Wrappers with a ``**kwargs`` signature (peft) are looked through to their base model."""
+    import inspect
+
+    model = llm
+    for _ in range(4):
+        params = inspect.signature(model.forward).parameters
+        if "cache" in params:
+            return "cache"
+        if "past_key_values" in params:
+            return "past_key_values"
+        inner = getattr(model, "get_base_model", None) or getattr(model, "base_model", None)
+        model = inner() if callable(inner) and not isinstance(inner, torch.nn.Module) else inner
+        if model is None:
+            break
+    return "past_key_values"
+
+
 def _make_generator(settings: GenerationSettings, generator: torch.Generator | None, device: torch.device):
     if generator is not None or settings.seed is None:
         return generator
@@ -220,13 +242,14 @@ def stream(
     # Positions count only attended tokens, so a left-padded row sees the same RoPE phases as alone.
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     cache = DynamicCache(config=llm.config)
+    cache_kw = {_cache_keyword(llm): cache}
     out = llm(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **cache_kw,
     )
     next_pos = position_ids[:, -1:] + 1
     generated = torch.empty((b, 0), dtype=torch.long, device=device)
@@ -252,8 +275,8 @@ def stream(
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
             position_ids=next_pos,
-            past_key_values=cache,
             use_cache=True,
+            **cache_kw,
         )
         next_pos = next_pos + 1
 

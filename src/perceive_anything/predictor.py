@@ -7,6 +7,7 @@ Many regions of one image go through the mask decoder and the LLM as one batch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import time
@@ -38,6 +39,7 @@ from .results import (
     mask_to_bbox,
 )
 
+_GENERATION_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationSettings))
 IMAGE_TASKS = tuple(name for name, t in text_proc.TASKS.items() if t.media != "video")
 _FIELDS = ("label", "definition", "caption", "answer")
 
@@ -168,6 +170,12 @@ class PerceiveAnything:
     def _settings(self, generation: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
         base = generation or self.generation
         preset = overrides.pop("preset", None)
+        unknown = sorted(set(overrides) - _GENERATION_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown generation setting(s) {', '.join(map(repr, unknown))}; valid: "
+                f"{', '.join(sorted(_GENERATION_FIELDS | {'preset'}))}"
+            )
         if preset == "official":
             base = base.official_notebook()
         elif preset not in (None, "greedy"):
@@ -566,7 +574,7 @@ class PerceiveAnything:
         objects = {i + 1: r for i, r in enumerate(parsed)}
         prompts = {o: self._region_prompt(r, (w, h)) for o, r in objects.items()}
         boxes: dict[int, list[float] | None] = {o: r.describe().get("box") for o, r in objects.items()}
-        history = {o: "None" for o in objects}
+        history: dict[int, str | None] = {o: None for o in objects}  # the prompt then says "None", as officially
         seg = self.model.segmenter
         frames = src.frames(Sampling(stride=stride, fps=fps))
         carried: Frame | None = None

@@ -75,8 +75,45 @@ class TaskOutput:
         return d
 
 
+class _ReadsOutputs:
+    """The parsed fields of a region's or object's task outputs (``self.outputs``)."""
+
+    outputs: list[TaskOutput]
+
+    def output(self, task: str) -> TaskOutput:
+        for o in self.outputs:
+            if o.task == task:
+                return o
+        raise KeyError(f"task {task!r} was not run for {self._what()}; ran {[o.task for o in self.outputs]}")
+
+    def _what(self) -> str:
+        return "this result"
+
+    @property
+    def label(self) -> str | None:
+        return next((o.label for o in self.outputs if o.label), None)
+
+    @property
+    def definition(self) -> str | None:
+        return next((o.definition for o in self.outputs if o.definition), None)
+
+    @property
+    def caption(self) -> str | None:
+        return next((o.caption for o in self.outputs if o.caption), None)
+
+    @property
+    def answer(self) -> str | None:
+        """The answer of the ``question`` task (an empty answer is ``""``, not ``None``)."""
+        return next((o.answer for o in self.outputs if o.answer is not None), None)
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """Raw text of every task, by task name."""
+        return {o.task: o.text for o in self.outputs}
+
+
 @dataclass
-class RegionResult:
+class RegionResult(_ReadsOutputs):
     """Everything PAM says about one prompted region of an image.
 
     ``mask`` is a boolean (H, W) array at the original image size; ``mask_logits`` (float32, same
@@ -95,6 +132,9 @@ class RegionResult:
     stability_score: float | None = None
     crop_box: list[int] | None = None
 
+    def _what(self) -> str:
+        return f"region {self.index}"
+
     @property
     def present(self) -> bool:
         """SAM 2's verdict: the object score logit is positive."""
@@ -111,24 +151,6 @@ class RegionResult:
     @property
     def area(self) -> int:
         return int(self.mask.sum())
-
-    def output(self, task: str) -> TaskOutput:
-        for o in self.outputs:
-            if o.task == task:
-                return o
-        raise KeyError(f"task {task!r} was not run for region {self.index}; ran {[o.task for o in self.outputs]}")
-
-    @property
-    def label(self) -> str | None:
-        return next((o.label for o in self.outputs if o.label), None)
-
-    @property
-    def definition(self) -> str | None:
-        return next((o.definition for o in self.outputs if o.definition), None)
-
-    @property
-    def caption(self) -> str | None:
-        return next((o.caption for o in self.outputs if o.caption), None)
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -189,7 +211,7 @@ class ImageResult:
 
 
 @dataclass
-class TrackedObjectResult:
+class TrackedObjectResult(_ReadsOutputs):
     """One object tracked through a video: a mask (as COCO RLE, to keep long videos small) and an
     object score per processed frame, and the LLM's description of what it does."""
 
@@ -204,9 +226,8 @@ class TrackedObjectResult:
         """Boolean (H, W) mask on the t-th processed frame."""
         return rle_to_mask(self.rles[t])
 
-    @property
-    def caption(self) -> str | None:
-        return next((o.caption for o in self.outputs if o.caption), None)
+    def _what(self) -> str:
+        return f"object {self.obj_id}"
 
     def present(self, t: int) -> bool:
         return self.scores[t] > 0
@@ -284,7 +305,7 @@ class CaptionEvent:
     start_time: float
     end_time: float
     text: str
-    history: str
+    history: str | None  # the previous clip's caption; None on the first clip
     box: list[float] | None
     present: bool
     last_box: list[int] | None = None

@@ -125,15 +125,26 @@ def save_native(
     return folder
 
 
+def read_safetensors(path: str | Path) -> dict:
+    """All tensors of one safetensors file; a truncated or corrupt file is a :class:`CheckpointError`
+    naming it instead of safetensors' bare error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err} (corrupt or incomplete file? download it again)") from None
+
+
 def load_native_weights(folder: str | Path, model: nn.Module) -> None:
     """Strictly load ``model.safetensors`` into ``model``, restoring the tied aliases."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
-    sd = load_file(str(path))
+    sd = read_safetensors(path)
     with safe_open(str(path), "pt") as f:
         aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
     for name, source in aliases.items():

@@ -151,7 +151,7 @@ def official_config_json(pam_config: PamConfig, torch_dtype: str = "float32") ->
 
 def read_official_state_dict(folder: str | Path) -> dict[str, Tensor]:
     """All tensors of ``model.safetensors`` or of the shards listed in ``model.safetensors.index.json``."""
-    from safetensors.torch import load_file
+    from .native import read_safetensors
 
     folder = Path(folder)
     single = folder / "model.safetensors"
@@ -160,14 +160,14 @@ def read_official_state_dict(folder: str | Path) -> dict[str, Tensor]:
         weight_map = json.loads(index.read_text())["weight_map"]
         sd: dict[str, Tensor] = {}
         for shard in sorted(set(weight_map.values())):
-            part = load_file(str(folder / shard))
+            part = read_safetensors(folder / shard)
             sd.update(part)
         missing = sorted(set(weight_map) - set(sd))
         if missing:
             raise ValueError(f"shards of {folder} lack keys listed in the index: {missing[:10]}")
         return sd
     if single.exists():
-        return load_file(str(single))
+        return read_safetensors(single)
     raise FileNotFoundError(f"neither model.safetensors nor model.safetensors.index.json in {folder}")
 
 

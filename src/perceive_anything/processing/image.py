@@ -55,6 +55,8 @@ def load_image(image: ImageInput, exif_transpose: bool = False) -> Image.Image:
             raise ValueError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4); got shape {image.shape}")
     else:
         raise TypeError(f"unsupported image type {type(image).__name__}; give a path, a PIL image or a uint8 array")
+    if img.width == 0 or img.height == 0:
+        raise ValueError(f"the image is empty ({img.width}x{img.height} pixels)")
     return _to_rgb(img, exif_transpose)
 
 

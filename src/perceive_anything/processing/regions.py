@@ -125,14 +125,28 @@ def _check_points(pts, labels, width: int, height: int, where: str) -> tuple[np.
 
 def _check_mask(m, width: int, height: int, where: str) -> np.ndarray:
     arr = np.asarray(m)
-    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+    if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise RegionError(f"{where}: mask must be a 2-D (H, W) array, got shape {arr.shape}")
+        # (H, W, 3) is refused rather than read through one channel: which channel (or "any") holds
+        # the mask is the caller's knowledge, not ours
+        raise RegionError(
+            f"{where}: mask must be a 2-D (H, W) array, got shape {arr.shape}"
+            + ("; pick a channel (m[..., 0]) or combine them (m.any(-1))" if arr.ndim == 3 else "")
+        )
     if arr.shape != (height, width):
         raise RegionError(
             f"{where}: mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the image is {width}x{height}"
         )
+    if arr.dtype.kind == "f":
+        # probabilities or logits thresholded at 0 would make almost every pixel foreground
+        if not np.isin(arr, (0.0, 1.0)).all():
+            raise RegionError(
+                f"{where}: float mask holds values other than 0 and 1; threshold it yourself "
+                "(e.g. probs > 0.5 or logits > 0) and pass a boolean mask"
+            )
+    elif arr.dtype != bool and arr.dtype.kind not in "iu":
+        raise RegionError(f"{where}: mask must be boolean, integer or 0/1 float, got dtype {arr.dtype}")
     arr = arr > 0 if arr.dtype != bool else arr
     if not arr.any():
         raise RegionError(f"{where}: mask is empty (no foreground pixel)")

@@ -100,7 +100,15 @@ class VideoSource:
             keep = set(self.sampled_indices(s))
         next_time = None
         yielded = 0
+        size = (self.info.width, self.info.height)
         for f in self._frames():
+            if f.image.size != size:
+                # masks and prompts are in the first frame's pixels; a resized frame would silently
+                # misplace them
+                raise VideoError(
+                    f"{self.name}: frame {f.index} is {f.image.width}x{f.image.height} but the video is "
+                    f"{size[0]}x{size[1]}; all frames must have one size"
+                )
             if f.index < s.start:
                 continue
             if keep is not None:
@@ -383,6 +391,10 @@ def open_video(source, fps: float | None = None, **kwargs) -> VideoSource:
         return FrameFolder(p, fps=fps)
     if not p.exists():
         raise VideoError(f"video source not found: {s}")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        # FFmpeg would read a photo as a one-frame video and tracking would "succeed" on it
+        raise VideoError(f"{s} is a still image, not a video; use perceive() / `pam image` for it, "
+                         "or a folder of frames (or a list of images) for a video")
     return FileVideo(p, **kwargs)
 
 
