@@ -188,7 +188,7 @@ def test_training_output_keeps_an_untied_head(written, tmp_path):
     assert llm.model.embed_tokens.weight.shape == emb0.shape
 
 
-@pytest.mark.parametrize("name,frames", [("gqa_tied", 5), ("mqa_untied", 17), ("mha_tied", 33)])
+@pytest.mark.parametrize("name,frames", [("gqa_tied", 5), ("mqa_untied", 17), ("mha_tied", 9)])
 def test_any_shape_runs_on_portrait_frames_and_odd_video_lengths(written, name, frames):
     from perceive_anything import PerceiveAnything
 
@@ -212,3 +212,23 @@ def test_streams_of_any_number_of_clips(written):
     events = list(pam.perceive_stream(video, [[10, 10, 50, 50]], clip=4, max_new_tokens=2))
     assert [e.clip for e in events] == [0, 1, 2, 3]
     assert [(e.start_frame, e.end_frame) for e in events] == [(0, 3), (4, 7), (8, 11), (12, 15)]
+
+
+@pytest.mark.parametrize("edit,says", [
+    (("      self_attention:\n        rope_theta", "      self_attention:\n        num_heads: 2\n        rope_theta"),
+     "self_attention.num_heads=2"),
+    (("      embed_dim: 8\n", "      embed_dim: 8\n      head_mul: 1.0\n"), "trunk.head_mul=1.0"),
+    (("      embed_dim: 8\n", "      embed_dim: 8\n      q_pool: 2\n"), "trunk.q_pool=2"),
+    (("  num_maskmem: 3\n", "  num_maskmem: 3\n  use_multimask_token_for_obj_ptr: false\n"), "use_multimask_token_for_obj_ptr"),
+])
+def test_yaml_sizes_this_implementation_does_not_wire_are_refused(tokenizer, tmp_path, edit, says):
+    from official_checkpoint import official_yaml
+
+    from perceive_anything.checkpoints.sam2 import segmenter_config_from_official_yaml
+
+    text = official_yaml(_config("gqa_tied", tokenizer).segmenter)
+    assert edit[0] in text
+    path = tmp_path / "sam2.1_hiera_x.yaml"
+    path.write_text(text.replace(edit[0], edit[1]))
+    with pytest.raises(ValueError, match=says.replace(".", r"\.")):
+        segmenter_config_from_official_yaml(path)
