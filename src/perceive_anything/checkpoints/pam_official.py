@@ -107,6 +107,9 @@ def pam_config_from_official(cfg: dict, tokenizer_len: int | None = None,
     if problems:
         raise ValueError("not a PAM (llava_qwen + SAM 2) config: " + "; ".join(problems))
     llm = {k: cfg[k] for k in QWEN2_CONFIG_FIELDS if k in cfg and cfg[k] is not None}
+    # The official LlavaQwenConfig is a Qwen2Config, whose default is an untied head: a config.json
+    # without the field describes an untied model (Qwen2.5-7B style), not a tied one.
+    llm["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
     if "rope_parameters" in llm:
         llm.pop("rope_theta", None)
     for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
@@ -172,13 +175,18 @@ def read_official_state_dict(folder: str | Path) -> dict[str, Tensor]:
 
 
 def from_official_state_dict(sd: dict[str, Tensor], vocab_rows: int | None = None,
-                             lm_head_mismatch: str = "raise") -> tuple[dict[str, Tensor], LoadReport]:
+                             lm_head_mismatch: str = "raise",
+                             tie_word_embeddings: bool = True) -> tuple[dict[str, Tensor], LoadReport]:
     """Map official names to :class:`PamLanguageModel` names.
 
-    The embedding is cut to ``vocab_rows`` (``len(tokenizer)``, as the official loader's
-    ``resize_token_embeddings`` does). A stored ``lm_head.weight`` must equal the embedding because the
-    model is tied; on a mismatch ``lm_head_mismatch`` = ``"raise"`` (default), ``"warn"`` (keep the
-    embedding) or ``"ignore"``. ``model.vision_tower.*`` keys are skipped and reported.
+    The embedding (and an untied head) is cut to ``vocab_rows`` (``len(tokenizer)``, as the official
+    loader's ``resize_token_embeddings`` does). ``tie_word_embeddings`` is the checkpoint's own flag:
+
+    * untied: ``lm_head.weight`` is the output head and must be in the file;
+    * tied: a stored ``lm_head.weight`` must equal the embedding; on a mismatch ``lm_head_mismatch`` =
+      ``"raise"`` (default), ``"warn"`` (keep the embedding) or ``"ignore"``.
+
+    ``model.vision_tower.*`` keys are skipped and reported.
     """
     if lm_head_mismatch not in ("raise", "warn", "ignore"):
         raise ValueError("lm_head_mismatch must be 'raise', 'warn' or 'ignore'")
@@ -210,29 +218,48 @@ def from_official_state_dict(sd: dict[str, Tensor], vocab_rows: int | None = Non
         head = sd["lm_head.weight"]
         same = head.shape == emb.shape and torch.equal(head, emb)
         report.lm_head_matches_embedding = bool(same)
-        if not same:
-            msg = ("lm_head.weight differs from model.embed_tokens.weight although the model ties them; "
-                   "the embedding is used as the output head")
+        if tie_word_embeddings and not same:
+            msg = ("lm_head.weight differs from model.embed_tokens.weight although config.json ties them "
+                   "(tie_word_embeddings: true); the embedding is used as the output head")
             if lm_head_mismatch == "raise":
                 raise ValueError(msg + " (pass lm_head_mismatch='warn' to accept)")
             if lm_head_mismatch == "warn":
                 warnings.warn(msg, stacklevel=2)
+        if not tie_word_embeddings:
+            if head.ndim != 2 or head.shape[1] != emb.shape[1]:
+                raise ValueError(f"lm_head.weight has shape {tuple(head.shape)}; expected (vocab, {emb.shape[1]})")
+            out["llm.lm_head.weight"] = head
+    elif not tie_word_embeddings:
+        raise ValueError("the checkpoint's head is untied (config.json: tie_word_embeddings is false or absent, "
+                         "the Qwen2 default) but model.safetensors has no lm_head.weight")
     if vocab_rows is not None:
-        if vocab_rows > emb.shape[0]:
-            raise ValueError(f"tokenizer has {vocab_rows} tokens but the checkpoint only {emb.shape[0]} embedding rows")
-        out[emb_key] = emb[:vocab_rows]
+        for key, what in ((emb_key, "embedding"), ("llm.lm_head.weight", "lm_head")):
+            if key not in out:
+                continue
+            if vocab_rows > out[key].shape[0]:
+                raise ValueError(f"tokenizer has {vocab_rows} tokens but the checkpoint only {out[key].shape[0]} "
+                                 f"{what} rows")
+            out[key] = out[key][:vocab_rows]
     report.embedding_rows_kept = out[emb_key].shape[0]
     return out, report
 
 
 def to_official_pam_state_dict(model_or_sd, vocab_size: int | None = None,
                                include_lm_head: bool = False) -> dict[str, Tensor]:
-    """Inverse of :func:`from_official_state_dict`. ``vocab_size`` pads the embedding with zero rows
-    (the official files carry padded rows; their values never reach an output after truncation)."""
-    sd = model_or_sd.state_dict() if hasattr(model_or_sd, "state_dict") else dict(model_or_sd)
+    """Inverse of :func:`from_official_state_dict`. ``vocab_size`` pads the embedding (and the head)
+    with zero rows (the official files carry padded rows; their values never reach an output after
+    truncation). The head is written when the model is untied, or for a tied one with ``include_lm_head``."""
+    if hasattr(model_or_sd, "state_dict"):
+        sd = model_or_sd.state_dict()
+        # an untied head is a weight of its own and travels with the checkpoint
+        include_lm_head = include_lm_head or not model_or_sd.llm.config.tie_word_embeddings
+    else:
+        sd = dict(model_or_sd)
     out: dict[str, Tensor] = {}
+    head = None
     for key, value in sd.items():
         if key == "llm.lm_head.weight":
+            head = value
             continue
         if key.startswith("llm.model."):
             out["model." + key[len("llm.model."):]] = value
@@ -242,12 +269,13 @@ def to_official_pam_state_dict(model_or_sd, vocab_size: int | None = None,
             out["model." + key] = value
         else:
             raise ValueError(f"cannot map {key!r} to an official PAM name")
-    emb = out["model.embed_tokens.weight"]
-    if vocab_size is not None and vocab_size > emb.shape[0]:
-        pad = torch.zeros((vocab_size - emb.shape[0], emb.shape[1]), dtype=emb.dtype, device=emb.device)
-        out["model.embed_tokens.weight"] = torch.cat([emb, pad], dim=0)
     if include_lm_head:
-        out["lm_head.weight"] = out["model.embed_tokens.weight"]
+        out["lm_head.weight"] = head if head is not None else out["model.embed_tokens.weight"]
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        rows = out.get(key)
+        if rows is not None and vocab_size is not None and vocab_size > rows.shape[0]:
+            pad = torch.zeros((vocab_size - rows.shape[0], rows.shape[1]), dtype=rows.dtype, device=rows.device)
+            out[key] = torch.cat([rows, pad], dim=0)
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 
@@ -271,7 +299,8 @@ def load_official_pam(folder: str | Path, dtype: torch.dtype = torch.float32, de
     if tokenizer is None:
         tokenizer = load_tokenizer(folder)
     config = pam_config_from_official(official, tokenizer_len=len(tokenizer), segmenter=segmenter)
-    mapped, report = from_official_state_dict(read_official_state_dict(folder), len(tokenizer), lm_head_mismatch)
+    mapped, report = from_official_state_dict(read_official_state_dict(folder), len(tokenizer), lm_head_mismatch,
+                                              tie_word_embeddings=config.llm["tie_word_embeddings"])
     model = PamLanguageModel(config, init_weights=False)
     _check_against_model(model, mapped)
     model.load_state_dict(mapped, strict=False, assign=True)

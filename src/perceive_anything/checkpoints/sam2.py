@@ -415,7 +415,27 @@ _REQUIRED_MODEL_FLAGS: dict[str, Any] = {
     "max_cond_frames_in_attn": -1,
     "memory_temporal_stride_for_eval": 1,
     "non_overlap_masks_for_mem_enc": False,
+    "multimask_output_for_tracking": True,
+    "use_multimask_token_for_obj_ptr": True,
+    "multimask_min_pt_num": 0,
+    "multimask_max_pt_num": 1,
 }
+
+# Sizes that the yaml may set but every official SAM 2.1 keeps, and this implementation wires in
+# (yaml path, value). A yaml with another value is refused rather than silently misread.
+_FIXED_SIZES: list[tuple[tuple[str, ...], Any]] = [
+    (("image_encoder", "trunk", "dim_mul"), 2.0),
+    (("image_encoder", "trunk", "head_mul"), 2.0),
+    (("image_encoder", "trunk", "q_stride"), [2, 2]),
+    (("image_encoder", "trunk", "mlp_ratio"), 4.0),
+    (("memory_attention", "layer", "self_attention", "num_heads"), 1),
+    (("memory_attention", "layer", "cross_attention", "num_heads"), 1),
+    (("memory_attention", "layer", "self_attention", "downsample_rate"), 1),
+    (("memory_encoder", "fuser", "num_layers"), 2),
+    (("memory_encoder", "fuser", "layer", "kernel_size"), 7),
+    (("memory_encoder", "mask_downsampler", "kernel_size"), 3),
+    (("memory_encoder", "mask_downsampler", "stride"), 2),
+]
 
 
 def segmenter_config_from_official_yaml(path: str | Path) -> SegmenterConfig:
@@ -459,6 +479,19 @@ def segmenter_config_from_official_yaml(path: str | Path) -> SegmenterConfig:
     for name, want in _REQUIRED_MODEL_FLAGS.items():
         if name in model and model[name] != want:
             problems.append(f"model.{name}={model[name]!r} (only {want!r} is supported)")
+    for keys, want in _FIXED_SIZES:
+        value = get(model, *keys)
+        if value is not None and value != want and not (isinstance(want, list) and list(value) == want):
+            problems.append(f"model.{'.'.join(keys)}={value!r} (only {want!r} is supported)")
+    stages_in_yaml = trunk.get("stages", _HIERA_DEFAULTS["stages"])
+    q_pool = trunk.get("q_pool", len(stages_in_yaml) - 1)
+    if q_pool != len(stages_in_yaml) - 1:
+        problems.append(f"model.image_encoder.trunk.q_pool={q_pool!r} (only one query pool per later stage, "
+                        f"{len(stages_in_yaml) - 1}, is supported)")
+    for att in ("self_attention", "cross_attention"):
+        dim = get(model, "memory_attention", "layer", att, "embedding_dim")
+        if dim is not None and dim != neck.get("d_model", dim):
+            problems.append(f"model.memory_attention.layer.{att}.embedding_dim={dim!r} differs from neck.d_model")
     if problems:
         raise ValueError(f"{path}: unsupported SAM 2 settings: " + "; ".join(problems))
 
