@@ -41,7 +41,7 @@ from pathlib import Path
 from _report import report  # benchmarks/ is sys.path[0] when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
+SHARED = Path(os.environ.get("PAM_SHARED_DIR") or HERE.parent.parent / "shared")
 GOLDEN = SHARED / "golden"
 CASE_A = "case_A_image_box_detailcap_en"
 CASE_C = "case_C_video20_box_cap_en"

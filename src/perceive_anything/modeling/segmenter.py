@@ -101,6 +101,10 @@ class _OfficialFpnNeck(Sam2VisionNeck):
             cache[key] = pe.to(feat.dtype)
         return cache[key].expand(b, -1, -1, -1)
 
+    # Levels (backbone index, 0 = stride 4) whose PE is built; None = all (transformers' behaviour).
+    # ``PamSegmenter`` reads only the stride-16 PE: the stride-4 table alone is 64 MB at 1024 px.
+    pe_levels: frozenset[int] | None = None
+
     def forward(self, hidden_states):
         outs, poss = (), ()
         n = len(self.convs) - 1
@@ -113,7 +117,7 @@ class _OfficialFpnNeck(Sam2VisionNeck):
                 prev = lateral + top_down
             else:
                 prev = lateral
-            pos = self._pos(prev)
+            pos = self._pos(prev) if self.pe_levels is None or i in self.pe_levels else None
             outs += (prev,)
             poss += (pos,)
         return outs, poss
@@ -180,6 +184,8 @@ class PamSam2VideoModel(Sam2VideoModel):
         old_neck = self.vision_encoder.neck
         self.vision_encoder.neck = _OfficialFpnNeck(config.vision_config)
         self.vision_encoder.neck.load_state_dict(old_neck.state_dict())
+        # the memory attention reads the PE of the stride-16 level only (``PamSegmenter.encode_image``)
+        self.vision_encoder.neck.pe_levels = frozenset({config.vision_config.num_feature_levels - 1})
         self.memory_attention.rotary_emb = _Float32AxialRope(config=config)
         # the official prompt encoder has ONE random-Fourier matrix for point and dense PEs;
         # transformers keeps two buffers, initialised independently: tie their values
@@ -226,8 +232,15 @@ class PamSam2VideoModel(Sam2VideoModel):
     def memory_pos_enc(self, batch: int, device, dtype) -> Tensor:
         """Sine PE of the memory features (B, mem_dim, F, F): built in float32, cast (official order)."""
         f = self.backbone_feature_sizes[-1]
-        shape = (batch, self.mem_dim, f[0], f[1])
-        return self.memory_encoder.position_encoding(shape, device, torch.float32).to(dtype)
+        # input-independent, and needed on every tracked frame: built once per (device, dtype)
+        # (an inference-mode tensor must not reach autograd: one entry per mode)
+        key = (tuple(f), torch.device(device), dtype, torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_mem_pos_cache", {})
+        if key not in cache:
+            shape = (1, self.mem_dim, f[0], f[1])
+            # clone: transformers' lru-cached table may be an inference tensor from an earlier call
+            cache[key] = self.memory_encoder.position_encoding(shape, device, torch.float32).to(dtype).clone()
+        return cache[key].expand(batch, -1, -1, -1)
 
     def _encode_new_memory(self, current_vision_feats, pred_masks_high_res, object_score_logits, is_mask_from_pts):
         # Keeps transformers' own session API usable with the official memory semantics:
@@ -467,12 +480,20 @@ class PamSegmenter(nn.Module):
 
     def _dense_pe(self) -> Tensor:
         """(1, C, F, F) random-Fourier PE of the feature grid, computed in float32 (official ``get_dense_pe``)."""
-        gauss = self.sam.shared_image_embedding.positional_embedding.float()
+        gauss = self.sam.shared_image_embedding.positional_embedding
+        # the same for every prompt and frame: rebuilt only if the Fourier matrix changes (a new load)
+        key = (gauss.device, gauss.data_ptr(), gauss._version, torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_dense_pe_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        gauss = gauss.float()
         f = self.config.feature_size
         grid = torch.ones((f, f), device=gauss.device, dtype=torch.float32)
         y = (grid.cumsum(dim=0) - 0.5) / f
         x = (grid.cumsum(dim=1) - 0.5) / f
-        return self._fourier(torch.stack([x, y], dim=-1), gauss).permute(2, 0, 1).unsqueeze(0)
+        pe = self._fourier(torch.stack([x, y], dim=-1), gauss).permute(2, 0, 1).unsqueeze(0)
+        self.__dict__["_dense_pe_cache"] = (key, pe)
+        return pe
 
     @staticmethod
     def _fourier(coords01: Tensor, gauss: Tensor) -> Tensor:
