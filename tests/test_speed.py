@@ -144,3 +144,53 @@ def test_image_encoder_builds_only_the_positional_encoding_it_uses(embedded):
     pes = out.fpn_position_encoding
     assert pes[0] is None and pes[1] is None and pes[2] is not None
     assert torch.equal(feats.image_pos, pes[2])
+
+
+def test_segment_without_high_res_logits_gives_the_same_masks(embedded):
+    seg = embedded.model.segmenter
+    s = seg.config.image_size
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        feats = seg.encode_image(torch.rand(1, 3, s, s, generator=g))
+        coords = torch.tensor([[[10.0, 12.0], [40.0, 50.0]], [[5.0, 5.0], [30.0, 20.0]]])
+        labels = torch.tensor([[2, 3], [2, 3]])
+        full = seg.segment(feats, coords, labels)
+        low = seg.segment(feats, coords, labels, high_res=False)
+    assert full.high_res_logits.shape == (2, 1, s, s) and low.high_res_logits is None
+    assert torch.equal(full.low_res_logits, low.low_res_logits) and torch.equal(full.obj_ptr, low.obj_ptr)
+    assert low.select(1).high_res_logits is None and "high_res_mask_logits" not in low.fixture_tensors()
+
+
+@pytest.mark.parametrize("frames,pointers", [(1, 0), (3, 8), (0, 0)])
+def test_memory_rope_attention_computes_what_transformers_computes(embedded, frames, pointers):
+    """Our memory-attention RoPE attention (broadcast tables, in-place keys) against transformers' own."""
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoRoPEAttention
+
+    ma = embedded.model.segmenter.sam.memory_attention
+    cfg = embedded.model.segmenter.sam.config
+    ours_cross, ours_self = ma.layers[0].cross_attn_image, ma.layers[0].self_attn
+    assert type(ours_cross).__name__ == "_MemoryRoPEAttention"
+    g = torch.Generator().manual_seed(frames)
+    n = ma.position_ids.shape[0]
+    c = cfg.memory_attention_hidden_size
+    q = torch.randn(1, 1, n, c, generator=g)
+    cos_sin = ma.rotary_emb(q, ma.position_ids)
+    for ours, self_attention in ((ours_cross, False), (ours_self, True)):
+        ref = Sam2VideoRoPEAttention(cfg, kv_in_dim=ours.kv_in_dim, rope_k_repeat=ours.rope_k_repeat).eval()
+        ref.load_state_dict(ours.state_dict())
+        if self_attention:
+            kv, excl = q, 0
+        elif frames == 0:
+            continue
+        else:
+            kv = torch.randn(1, 1, frames * n + pointers, ours.kv_in_dim, generator=g)
+            excl = pointers
+        with torch.inference_mode():
+            a, _ = ours(q, kv + 0.1, kv, cos_sin, num_k_exclude_rope=excl)
+            b, _ = ref(q, kv + 0.1, kv, cos_sin, num_k_exclude_rope=excl)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # and with autograd on (training through the tracker): gradients flow, values unchanged
+    kv = torch.randn(1, 1, 2 * n, ours_cross.kv_in_dim, generator=g, requires_grad=True)
+    out, _ = ours_cross(q, kv, kv, cos_sin)
+    out.sum().backward()
+    assert kv.grad is not None and torch.isfinite(kv.grad).all()

@@ -623,7 +623,8 @@ class PerceiveAnything:
                     coords.append(c)
                     labels.append(l)
                 out = seg_model.segment(
-                    enc.features, torch.stack(coords).to(self.device), torch.stack(labels).to(self.device)
+                    enc.features, torch.stack(coords).to(self.device), torch.stack(labels).to(self.device),
+                    high_res=False,
                 )
             for j, i in enumerate(idx):
                 parts[i] = (out, j)
