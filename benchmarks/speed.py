@@ -76,6 +76,16 @@ def _box(vp) -> list[float]:
 # ---------------------------------------------------------------------------------------------- worker
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -262,7 +272,7 @@ def main(argv=None) -> int:
         ap.error("the official side runs the parity fixtures only; drop --model/--sam2 or --official-python")
 
     result = dict(
-        machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), python=platform.python_version()),
+        machine=dict(cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version()),
         settings=dict(runs=a.runs, rounds=a.rounds, device=a.device, dtype=a.dtype, threads=a.threads,
                       llm_int8=a.llm_int8, max_new_tokens=MAX_NEW_TOKENS,
                       model=a.model or "parity fixture", official_attn=a.official_attn if a.official_python else None),
