@@ -194,3 +194,15 @@ def test_memory_rope_attention_computes_what_transformers_computes(embedded, fra
     out, _ = ours_cross(q, kv, kv, cos_sin)
     out.sum().backward()
     assert kv.grad is not None and torch.isfinite(kv.grad).all()
+
+
+def test_releasing_freed_memory_is_asked_of_glibc_on_linux():
+    import platform
+
+    from perceive_anything._heap import release_freed_memory
+
+    x = torch.ones(16 * 2**20 // 4)  # 16 MB freed just before
+    del x
+    asked = release_freed_memory()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert asked is True
