@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._heap import release_freed_memory
 from .config import PamConfig
 from .generation import GenerationSettings
 from .modeling.language import pad_token_rows
@@ -374,6 +375,8 @@ class PerceiveAnything:
                     mids.setdefault(obj_id, {})[pos] = (out.mid_image_embed, out.mid_mask_tokens)
             if on_frame is not None:
                 on_frame(pos, frame, per_frame)
+            if self.device.type == "cpu":
+                release_freed_memory()  # the frame's temporaries leave the resident size (_heap.py)
         return mids, tracks, session
 
     def _describe_objects(
@@ -700,7 +703,8 @@ class PerceiveAnything:
                     coords.append(c)
                     labels.append(l)
                 out = seg_model.segment(
-                    enc.features, torch.stack(coords).to(self.device), torch.stack(labels).to(self.device)
+                    enc.features, torch.stack(coords).to(self.device), torch.stack(labels).to(self.device),
+                    high_res=False,
                 )
             for j, i in enumerate(idx):
                 parts[i] = (out, j)

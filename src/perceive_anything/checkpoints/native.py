@@ -35,12 +35,15 @@ def strict_load(
     describe=None,
     ignore: set[str] = frozenset(),
     load: bool = True,
+    assign: bool = False,
 ) -> None:
     """``load_state_dict(strict=True)`` with one readable error listing every problem at once.
 
     ``describe(key)`` formats a key for the message (e.g. to add its name in another format);
     ``ignore`` names model keys that need no tensor (tied weights). The one strict loader of the
     package: our format, official PAM folders and official SAM 2.1 files all go through it.
+    ``assign=True`` adopts the checkpoint's tensors (cast to the model's dtypes) instead of copying
+    them into the module's own: no second copy of the weights, for modules built without init.
     """
     describe = describe or (lambda k: k)
     expected = {k: v for k, v in module.state_dict().items() if k not in ignore}
@@ -67,7 +70,9 @@ def strict_load(
             + block("shape mismatches", mismatched)
         )
     if load:
-        module.load_state_dict(state_dict, strict=not ignore)
+        if assign:
+            state_dict = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state_dict.items()}
+        module.load_state_dict(state_dict, strict=not ignore, assign=assign)
 
 
 def is_native_folder(path: str | Path) -> bool:

@@ -533,11 +533,11 @@ def segmenter_config_from_official_yaml(path: str | Path) -> SegmenterConfig:
 
 
 def strict_load_state_dict(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], what: str = "state dict",
-                           describe=None) -> None:
+                           describe=None, assign: bool = False) -> None:
     """Strict load with one error naming missing, unexpected and mis-shaped keys (see ``native.strict_load``)."""
     from .native import strict_load
 
-    strict_load(module, dict(sd), what, describe=describe)
+    strict_load(module, dict(sd), what, describe=describe, assign=assign)
 
 
 def load_official_sam2_state_dict(path_pt: str | Path) -> dict[str, torch.Tensor]:
@@ -545,7 +545,8 @@ def load_official_sam2_state_dict(path_pt: str | Path) -> dict[str, torch.Tensor
     path_pt = Path(path_pt)
     if not path_pt.is_file():
         raise FileNotFoundError(f"SAM 2 checkpoint not found: {path_pt}")
-    obj = torch.load(path_pt, map_location="cpu", weights_only=True)
+    # mmap: tensors are read from the page cache where they are used, not copied into fresh memory first
+    obj = torch.load(path_pt, map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(obj, dict) or "model" not in obj:
         keys = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{path_pt}: expected torch.save({{'model': state_dict}}), found {keys}")
@@ -560,8 +561,12 @@ def load_official_sam2(path_pt: str | Path, cfg: SegmenterConfig, dtype: torch.d
     """
     from ..modeling.segmenter import PamSegmenter
 
+    from transformers.initialization import no_init_weights
+
     sd = convert_official_sam2_state_dict(load_official_sam2_state_dict(path_pt), cfg)
-    seg = PamSegmenter(cfg)
+    # every persistent tensor comes from the checkpoint (strict): random init would be thrown away
+    with no_init_weights():
+        seg = PamSegmenter(cfg)
     def describe(key: str) -> str:
         if key == _HF_POINT_EMBED_KEY:
             return f"sam_prompt_encoder.point_embeddings.* (stacked) [{key}]"
@@ -569,7 +574,7 @@ def load_official_sam2(path_pt: str | Path, cfg: SegmenterConfig, dtype: torch.d
             return f"sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix [{key}]"
         return f"{_hf_key_to_official(key, cfg)} [{key}]"
 
-    strict_load_state_dict(seg.sam, sd, what=f"SAM 2 checkpoint {path_pt}", describe=describe)
+    strict_load_state_dict(seg.sam, sd, what=f"SAM 2 checkpoint {path_pt}", describe=describe, assign=True)
     seg.eval()
     if dtype is not None or device is not None:
         seg.to(device=device, dtype=dtype)

@@ -42,8 +42,10 @@ from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleAttention, Sam2
 from transformers.models.sam2_video.modeling_sam2_video import (
     Sam2VideoLayerNorm,
     Sam2VideoModel,
+    Sam2VideoRoPEAttention,
     Sam2VideoVisionRotaryEmbedding,
     get_1d_sine_pe,
+    rotate_pairwise,
 )
 
 from ..config import SegmenterConfig
@@ -101,6 +103,10 @@ class _OfficialFpnNeck(Sam2VisionNeck):
             cache[key] = pe.to(feat.dtype)
         return cache[key].expand(b, -1, -1, -1)
 
+    # Levels (backbone index, 0 = stride 4) whose PE is built; None = all (transformers' behaviour).
+    # ``PamSegmenter`` reads only the stride-16 PE: the stride-4 table alone is 64 MB at 1024 px.
+    pe_levels: frozenset[int] | None = None
+
     def forward(self, hidden_states):
         outs, poss = (), ()
         n = len(self.convs) - 1
@@ -110,10 +116,11 @@ class _OfficialFpnNeck(Sam2VisionNeck):
             lateral = conv(hidden_states[i].permute(0, 3, 1, 2).to(conv.weight.dtype))
             if i in self.fpn_top_down_levels and prev is not None:
                 top_down = F.interpolate(prev.to(torch.float32), scale_factor=2.0, mode="nearest")
-                prev = lateral + top_down
+                # in place when the dtypes agree (the sum is then the same): 64 MB less at stride 4, 1024 px
+                prev = lateral.add_(top_down) if lateral.dtype == top_down.dtype else lateral + top_down
             else:
                 prev = lateral
-            pos = self._pos(prev)
+            pos = self._pos(prev) if self.pe_levels is None or i in self.pe_levels else None
             outs += (prev,)
             poss += (pos,)
         return outs, poss
@@ -155,12 +162,62 @@ class _Float32AxialRope(Sam2VideoVisionRotaryEmbedding):
         return cos, sin
 
 
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x * cos + rotate_pairwise(x) * sin`` in float32 (transformers' order of operations), in place where it can."""
+    x = x.float()
+    rot = rotate_pairwise(x)
+    out = x * cos
+    return out.add_(rot.mul_(sin))
+
+
+class _MemoryRoPEAttention(Sam2VideoRoPEAttention):
+    """The memory attention's RoPE attention with transformers' numerics and less memory traffic.
+
+    Video tracking spends most of its time here (each frame attends over up to 7 x 4,096 memory
+    tokens at 1024 px). transformers materialises the RoPE table of the keys ``num_memory_frames``
+    times (``cos.repeat``/``sin.repeat``, 2 x 29 MB per layer and frame at 1024 px) and concatenates
+    rotated and pointer keys into a new tensor; here the table is broadcast over the memory frames
+    and the rotated keys are written back into the projection's output. The elementwise operations
+    and their order are the same, so the values are identical; then
+    ``torch.nn.functional.scaled_dot_product_attention`` (the flash kernel on CPU) as transformers'
+    ``sdpa`` path does. Same parameters.
+    """
+
+    def forward(self, query, key, value, position_embeddings, num_k_exclude_rope: int = 0, **kwargs):
+        b, pb = query.shape[:2]
+        shape = (b * pb, -1, self.num_attention_heads, self.head_dim)
+        q = self.q_proj(query).view(*shape).transpose(1, 2)
+        k = self.k_proj(key).view(*shape).transpose(1, 2)
+        v = self.v_proj(value).view(*shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        q = _rope(q, cos, sin).type_as(q)
+        n_rot = k.shape[-2] - num_k_exclude_rope
+        if n_rot > 0:
+            k_rot = k[..., :n_rot, :]
+            n_q = q.shape[-2]
+            if self.rope_k_repeat and n_rot != n_q:
+                # keys of r memory frames, frame-major: every frame reads the same spatial table
+                r = n_rot // n_q
+                rotated = _rope(k_rot.reshape(*k_rot.shape[:-2], r, n_q, k_rot.shape[-1]), cos.unsqueeze(-3),
+                                sin.unsqueeze(-3)).reshape(k_rot.shape)
+            else:
+                rotated = _rope(k_rot, cos, sin)
+            if torch.is_grad_enabled():  # training: the projection output is read by the rotation's backward
+                k = k.clone()
+            k[..., :n_rot, :] = rotated.type_as(k)
+        dropout = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scaling)
+        out = out.transpose(1, 2).reshape(b, pb, -1, self.num_attention_heads * self.head_dim)
+        return self.o_proj(out), None
+
+
 class PamSam2VideoModel(Sam2VideoModel):
     """``Sam2VideoModel`` with the official SAM 2 numerics where transformers differs.
 
     Replaced components (same parameters and state-dict names): every channels-first LayerNorm
     (-> ``LayerNorm2d`` op by op), the FPN neck (float32 top-down path and PEs), the memory-attention
-    RoPE (float32 tables), the Hiera attention (no dead score computation).
+    RoPE (float32 tables), the Hiera attention (no dead score computation), the memory attention's
+    RoPE attention (same values, no repeated RoPE tables).
     ``_encode_new_memory`` is overridden so that only conditioning-frame memories are rounded to
     bf16 (official quirk 1; transformers rounds every memory).
     """
@@ -180,7 +237,15 @@ class PamSam2VideoModel(Sam2VideoModel):
         old_neck = self.vision_encoder.neck
         self.vision_encoder.neck = _OfficialFpnNeck(config.vision_config)
         self.vision_encoder.neck.load_state_dict(old_neck.state_dict())
+        # the memory attention reads the PE of the stride-16 level only (``PamSegmenter.encode_image``)
+        self.vision_encoder.neck.pe_levels = frozenset({config.vision_config.num_feature_levels - 1})
         self.memory_attention.rotary_emb = _Float32AxialRope(config=config)
+        for layer in self.memory_attention.layers:
+            for name in ("self_attn", "cross_attn_image"):
+                old = getattr(layer, name)
+                new = _MemoryRoPEAttention(config, kv_in_dim=old.kv_in_dim, rope_k_repeat=old.rope_k_repeat)
+                new.load_state_dict(old.state_dict())
+                setattr(layer, name, new)
         # the official prompt encoder has ONE random-Fourier matrix for point and dense PEs;
         # transformers keeps two buffers, initialised independently: tie their values
         with torch.no_grad():
@@ -226,8 +291,15 @@ class PamSam2VideoModel(Sam2VideoModel):
     def memory_pos_enc(self, batch: int, device, dtype) -> Tensor:
         """Sine PE of the memory features (B, mem_dim, F, F): built in float32, cast (official order)."""
         f = self.backbone_feature_sizes[-1]
-        shape = (batch, self.mem_dim, f[0], f[1])
-        return self.memory_encoder.position_encoding(shape, device, torch.float32).to(dtype)
+        # input-independent, and needed on every tracked frame: built once per (device, dtype)
+        # (an inference-mode tensor must not reach autograd: one entry per mode)
+        key = (tuple(f), torch.device(device), dtype, torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_mem_pos_cache", {})
+        if key not in cache:
+            shape = (1, self.mem_dim, f[0], f[1])
+            # clone: transformers' lru-cached table may be an inference tensor from an earlier call
+            cache[key] = self.memory_encoder.position_encoding(shape, device, torch.float32).to(dtype).clone()
+        return cache[key].expand(batch, -1, -1, -1)
 
     def _encode_new_memory(self, current_vision_feats, pred_masks_high_res, object_score_logits, is_mask_from_pts):
         # Keeps transformers' own session API usable with the official memory semantics:
@@ -303,7 +375,7 @@ class SegmenterOutput:
     """
 
     low_res_logits: Tensor  # (R, 1, L, L)
-    high_res_logits: Tensor  # (R, 1, S, S)
+    high_res_logits: Tensor | None  # (R, 1, S, S); None when ``segment(high_res=False)``
     object_score_logits: Tensor  # (R, 1)
     iou_pred: Tensor  # (R, num_mask_tokens)
     stability_score: Tensor  # (R, 1)
@@ -323,14 +395,15 @@ class SegmenterOutput:
         """Region ``index`` as a one-region output (extras with a leading region axis are sliced)."""
         sl = slice(index, index + 1)
         n = len(self)
-        kw = {name: getattr(self, name)[sl] for name in _FIXTURE_NAMES}
+        kw = {name: (None if getattr(self, name) is None else getattr(self, name)[sl]) for name in _FIXTURE_NAMES}
         extras = {k: (v[sl] if v.shape[:1] == (n,) and n > 1 else v) for k, v in self.extras.items()}
         multi = None if self.multimask_logits is None else self.multimask_logits[sl]
         return SegmenterOutput(**kw, extras=extras, multimask_logits=multi)
 
     def fixture_tensors(self, prefix: str = "") -> dict[str, Tensor]:
         """Every tensor under its golden-fixture name (``prefix`` e.g. ``"sam2.frame000."``)."""
-        out = {prefix + suffix: getattr(self, name) for name, suffix in _FIXTURE_NAMES.items()}
+        out = {prefix + suffix: getattr(self, name) for name, suffix in _FIXTURE_NAMES.items()
+               if getattr(self, name) is not None}
         out.update({prefix + k: v for k, v in self.extras.items()})
         return out
 
@@ -467,12 +540,20 @@ class PamSegmenter(nn.Module):
 
     def _dense_pe(self) -> Tensor:
         """(1, C, F, F) random-Fourier PE of the feature grid, computed in float32 (official ``get_dense_pe``)."""
-        gauss = self.sam.shared_image_embedding.positional_embedding.float()
+        gauss = self.sam.shared_image_embedding.positional_embedding
+        # the same for every prompt and frame: rebuilt only if the Fourier matrix changes (a new load)
+        key = (gauss.device, gauss.data_ptr(), gauss._version, torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_dense_pe_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        gauss = gauss.float()
         f = self.config.feature_size
         grid = torch.ones((f, f), device=gauss.device, dtype=torch.float32)
         y = (grid.cumsum(dim=0) - 0.5) / f
         x = (grid.cumsum(dim=1) - 0.5) / f
-        return self._fourier(torch.stack([x, y], dim=-1), gauss).permute(2, 0, 1).unsqueeze(0)
+        pe = self._fourier(torch.stack([x, y], dim=-1), gauss).permute(2, 0, 1).unsqueeze(0)
+        self.__dict__["_dense_pe_cache"] = (key, pe)
+        return pe
 
     @staticmethod
     def _fourier(coords01: Tensor, gauss: Tensor) -> Tensor:
@@ -518,8 +599,13 @@ class PamSegmenter(nn.Module):
         point_labels: Tensor | None,
         mask_prompt: Tensor | None = None,
         multimask: bool = False,
+        high_res: bool = True,
     ) -> SegmenterOutput:
-        """Prompt encoder + mask decoder on R memory-conditioned feature maps (official ``_forward_sam_heads``)."""
+        """Prompt encoder + mask decoder on R memory-conditioned feature maps (official ``_forward_sam_heads``).
+
+        ``high_res=False`` skips the upsampling to S x S (``high_res_logits`` None): only the memory
+        encoder and training read it, and it is 4 MB per region at 1024 px.
+        """
         cfg = self.config
         dtype = self.dtype
         md = self.sam.mask_decoder
@@ -578,7 +664,7 @@ class PamSegmenter(nn.Module):
         is_obj = object_score > 0
         low = torch.where(is_obj[:, :, None, None], low, torch.full_like(low, NO_OBJ_SCORE))
         s = cfg.image_size
-        high = F.interpolate(low.float(), size=(s, s), mode="bilinear", align_corners=False)
+        high = F.interpolate(low.float(), size=(s, s), mode="bilinear", align_corners=False) if high_res else None
 
         ptr = self.sam.object_pointer_proj(mask_tokens_out[rows, out_idx])
         lam = is_obj.to(ptr.dtype)
@@ -651,6 +737,7 @@ class PamSegmenter(nn.Module):
         point_labels: Tensor | None,
         mask_inputs: Tensor | None = None,
         capture: bool = False,
+        high_res: bool = True,
     ) -> SegmenterOutput:
         """SAM heads for R regions of one image (features computed once and broadcast).
 
@@ -661,6 +748,7 @@ class PamSegmenter(nn.Module):
         ``mask_inputs`` (R, 1, H, W) binary masks instead of points (the official PAM code cannot
         take masks): SAM 2's mask-as-output path (see ``_mask_as_output``): the returned logits are
         the mask itself (+-10), ``mid_*`` come from a SAM-heads run with the mask as dense prompt.
+        ``high_res=False``: no ``high_res_logits`` (point prompts; image inference reads the low-res ones).
         """
         num_regions = (mask_inputs if mask_inputs is not None else point_coords).shape[0] if (
             mask_inputs is not None or point_coords is not None) else 1
@@ -689,7 +777,7 @@ class PamSegmenter(nn.Module):
             multimask = self._use_multimask(point_labels.shape[1])
             out = self._sam_heads(
                 pix_feat.expand(num, -1, -1, -1), features.feat_s0, features.feat_s1, point_coords, point_labels,
-                multimask=multimask,
+                multimask=multimask, high_res=high_res or capture,
             )
         if capture:
             out.extras.update(features.fixture_tensors())
