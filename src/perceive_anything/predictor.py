@@ -315,11 +315,8 @@ class PerceiveAnything:
         given = dict(points_per_side=points_per_side, points_per_batch=points_per_batch,
                      pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
                      box_nms_thresh=box_nms_thresh, contained_thresh=contained_thresh, min_area=min_area,
-                     crop_layers=crop_layers)
-        cfg = config or EverythingConfig()
-        cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
-        if max_regions is not None:
-            cfg = replace(cfg, max_regions=max_regions)
+                     max_regions=max_regions, crop_layers=crop_layers)
+        cfg = replace(config or EverythingConfig(), **{k: v for k, v in given.items() if v is not None})
         return describe_everything(self, image, cfg, tasks=tasks, lang=lang, **generation_overrides)
 
     # ------------------------------------------------------------------ video

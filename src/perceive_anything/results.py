@@ -32,10 +32,11 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
 
 def mask_to_bbox(mask: np.ndarray) -> list[int] | None:
     """Tight xyxy box (x2/y2 exclusive) of a boolean mask, or None when the mask is empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    # row/column projections instead of np.nonzero: no index arrays for a 24-megapixel mask
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(cols) == 0:
         return None
-    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 
 @dataclass

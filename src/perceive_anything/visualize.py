@@ -11,6 +11,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .results import mask_to_bbox
+
 
 def palette(i: int) -> tuple[int, int, int]:
     """A distinct, saturated colour per region index (golden-ratio hue steps)."""
@@ -169,7 +171,7 @@ def draw_overlay(
     sat = np.pad(_occupancy(masks, h, w, step), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     taken: list[tuple[int, int, int, int]] = []
     for i, (m, c) in enumerate(zip(masks, colors)):
-        bbox = _mask_bbox(m)
+        bbox = mask_to_bbox(m) if m is not None else None
         if bbox is None:
             continue
         tb = draw.textbbox((0, 0), str(i), font=badge_font)
@@ -184,13 +186,6 @@ def draw_overlay(
     if not legend:
         return img
     return _with_legend(img, captions, colors[: len(masks)], max_caption_chars, style, px)
-
-
-def _mask_bbox(m: np.ndarray | None) -> list[int] | None:
-    if m is None or not m.any():
-        return None
-    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 
 def _ink(color: tuple[int, int, int]) -> tuple[int, int, int]:
