@@ -15,6 +15,7 @@ from .cli_support import (
     LazyLines,
     atomic_output,
     check_output,
+    task_list,
     expand_images,
     int_at_least,
     join_negative_values,
@@ -134,7 +135,7 @@ def cmd_image(args) -> int:
     from .processing.regions import parse_regions
 
     default_tasks = "label,brief_caption" if args.everything else "detailed_caption"
-    tasks = [t.strip() for t in (args.task if args.task is not None else default_tasks).split(",") if t.strip()]
+    tasks = task_list(args.task if args.task is not None else default_tasks)
     _check_tasks(tasks, args.lang, "image", args.question)
     if args.everything:
         from .everything import everything_config_from_args
@@ -234,7 +235,7 @@ def cmd_video(args) -> int:
     from .processing.regions import parse_regions
     from .processing.video import Sampling, VideoError, open_video
 
-    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    tasks = task_list(args.task)
     _check_tasks(tasks, args.lang, "video", args.question)
     check_output(args.json, "--json", "json")
     check_output(args.overlay, "--overlay", "video")

@@ -40,6 +40,11 @@ DEFAULT_MODEL_NOTICE = (
 )
 
 
+def task_list(text: str) -> list[str]:
+    """Comma-separated task names of a --task/--tasks option, blanks dropped."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def join_negative_values(argv: list[str]) -> list[str]:
     """``--box -50,-50,-10,-10`` -> ``--box=-50,-50,-10,-10`` so argparse reads it as the value."""
     out: list[str] = []

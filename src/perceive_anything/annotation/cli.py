@@ -52,12 +52,13 @@ def cmd_annotate(args) -> int:
     from dataclasses import asdict
 
     from ..everything import everything_config_from_args
+    from ..cli_support import task_list
     from ..processing import text as text_proc
     from .inputs import discover, is_coco_json
     from .pipeline import Settings
     from .runner import annotate
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = task_list(args.tasks)
     if not tasks:
         raise ValueError("--tasks is empty")
     for t in tasks:
