@@ -14,6 +14,12 @@ Prints ONE JSON object and writes it to ``benchmarks/results/tiny_model.json`` (
   mask; ``exit_present_rate``: the share of frames, while it is still well inside, reported present.
 * ``caption_color_accuracy``: the first colour word of the brief EN caption is the region's colour
   (``_shuffled``: the colour of another region, the same derangement as below).
+* ``caption_shape_accuracy``: the first shape phrase of the brief EN caption (a class name or one of
+  its caption synonyms) names the region's shape class.
+* ``video_caption_shape_accuracy`` / ``video_caption_motion_accuracy``: the first shape phrase of
+  the EN video caption names the object's shape; the motion the caption words (static, slide,
+  bounce, rotate, grow, shrink, colour change, exit: ``synthetic.motion_kind``) is the object's
+  event in the clip.
 * ``caption_cider``: CIDEr-D (pycocoevalcap) of the brief EN captions against the region's
   ground-truth caption; ``caption_cider_shuffled``: the same predictions scored against captions of
   *other* regions (a derangement) — the gap shows the captions describe the prompted region rather
@@ -69,7 +75,8 @@ def _derange(items: list, shift: int = 1) -> list:
 def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: int) -> dict:
     from perceive_anything import PerceiveAnything
     from perceive_anything.training.language import heldout_seed
-    from perceive_anything.training.synthetic import first_color_word, generate_scene, generate_video
+    from perceive_anything.training.synthetic import (first_color_word, first_shape_word, generate_scene,
+                                                       generate_video, motion_kind)
 
     t0 = time.time()
     pam = PerceiveAnything.from_pretrained(model)
@@ -77,7 +84,7 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
 
     correct = {"en": 0, "zh": 0}
     n_obj = 0
-    cap_pred, cap_ref, cap_color = [], [], []
+    cap_pred, cap_ref, cap_color, cap_shape = [], [], [], []
     for i in range(scenes):
         scene = generate_scene(heldout_seed(i, f"bench-scene-{seed}"), size=256)
         boxes = [list(o.box) for o in scene.objects]
@@ -91,18 +98,21 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
             cap_pred.append(r_en.caption or "")
             cap_ref.append(obj.brief_caption["en"])
             cap_color.append(obj.color)
+            cap_shape.append(obj.shape)
     result["label_accuracy"] = correct["en"] / max(1, n_obj)
     result["label_accuracy_zh"] = correct["zh"] / max(1, n_obj)
     said = [first_color_word(p) for p in cap_pred]
     result["caption_color_accuracy"] = float(np.mean([a == b for a, b in zip(said, cap_color)])) if said else None
     result["caption_color_accuracy_shuffled"] = (
         float(np.mean([a == b for a, b in zip(said, _derange(cap_color, shift=7))])) if said else None)
+    result["caption_shape_accuracy"] = (
+        float(np.mean([first_shape_word(p) == t for p, t in zip(cap_pred, cap_shape)])) if cap_pred else None)
     result["caption_cider"] = cider(cap_pred, cap_ref)
     result["caption_cider_shuffled"] = cider(cap_pred, _derange(cap_ref, shift=7))
     result["n_regions"] = n_obj
     result["example_captions"] = [{"pred": p, "truth": r} for p, r in list(zip(cap_pred, cap_ref))[:3]]
 
-    vid_pred, vid_ref = [], []
+    vid_pred, vid_ref, vid_shape, vid_motion = [], [], [], []
     for i in range(videos):
         video = generate_video(heldout_seed(i, f"bench-video-{seed}"), num_frames=16, size=256)
         boxes = [list(o.boxes[0]) for o in video.objects]
@@ -111,9 +121,16 @@ def run(model: str | None, scenes: int, videos: int, seed: int, max_new_tokens: 
         for obj, o in zip(video.objects, vres.objects):
             vid_pred.append(o.caption or "")
             vid_ref.append(obj.events[0].caption["en"])
+            vid_shape.append(obj.shape)
+            vid_motion.append(obj.events[0].kind)
     if videos:
         result["video_caption_cider"] = cider(vid_pred, vid_ref)
         result["video_caption_cider_shuffled"] = cider(vid_pred, _derange(vid_ref, shift=5))
+        result["video_caption_shape_accuracy"] = float(np.mean([first_shape_word(p) == t
+                                                                for p, t in zip(vid_pred, vid_shape)]))
+        result["video_caption_motion_accuracy"] = float(np.mean([motion_kind(p) == t
+                                                                 for p, t in zip(vid_pred, vid_motion)]))
+        result["video_motion_kinds"] = {k: vid_motion.count(k) for k in sorted(set(vid_motion))}
         result["n_video_objects"] = len(vid_pred)
         result["example_video_captions"] = [{"pred": p, "truth": r} for p, r in list(zip(vid_pred, vid_ref))[:3]]
 

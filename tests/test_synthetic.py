@@ -283,3 +283,30 @@ def test_first_color_word():
     assert first_color_word("A small Red star left of the blue ring.") == "red"
     assert first_color_word("reddish redder") is None  # whole words only
     assert first_color_word("a star") is None and first_color_word(None) is None
+
+
+def test_first_shape_word_reads_every_generated_caption():
+    from perceive_anything.training.synthetic import first_shape_word
+
+    # a longer synonym wins over the class name it contains, and whole words only
+    assert first_shape_word("A red crescent moon shape beside a star.") == "crescent"
+    assert first_shape_word("the half disk") == "semicircle"
+    assert first_shape_word("A blue Five-Sided Polygon.") == "pentagon"
+    assert first_shape_word("starry squares") is None and first_shape_word(None) is None
+    for seed in range(30):  # the generator's own captions name the object's shape first
+        for obj in S.generate_scene(seed, size=256).objects:
+            assert first_shape_word(obj.brief_caption["en"]) == obj.shape, obj.brief_caption["en"]
+
+
+def test_motion_kind_reads_every_generated_event_caption():
+    from perceive_anything.training.synthetic import MOTION_KINDS, motion_kind
+
+    seen = set()
+    for seed in range(40):
+        for obj in S.generate_video(seed, num_frames=16, size=256).objects:
+            for event in obj.events:
+                assert motion_kind(event.caption["en"]) == event.kind, event.caption["en"]
+                seen.add(event.kind)
+    assert seen == set(MOTION_KINDS)  # every kind was generated and read back
+    assert motion_kind("The red star turns clockwise without moving.") == "rotate"
+    assert motion_kind("A red star.") is None

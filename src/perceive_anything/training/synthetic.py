@@ -37,7 +37,7 @@ __all__ = [
     "LANGS", "SHAPE_CLASSES", "PALETTE", "REGION_ATTRIBUTES", "TEXTURES", "SIZES", "BACKGROUND_KINDS", "MOTION_KINDS",
     "SceneObject", "Scene", "Event", "VideoObject", "VideoSample",
     "generate_scene", "generate_video", "generate_stream",
-    "format_label_definition", "first_color_word", "secondary_color", "gradient_endpoints", "mask_to_box",
+    "format_label_definition", "first_color_word", "first_shape_word", "motion_kind", "secondary_color", "gradient_endpoints", "mask_to_box",
     "sample_points", "main",
 ]
 
@@ -76,6 +76,41 @@ def first_color_word(text: str | None) -> str | None:
     """The first palette colour named in an English ``text`` (None if it names none): how the
     benchmark and the CI tests check that a caption is about the prompted region."""
     return next((w for w in re.findall(r"[a-z]+", (text or "").lower()) if w in PALETTE), None)
+
+
+# every English shape phrase with its class, longest first: "crescent moon shape" must win over
+# "crescent", "half disk" over "disk"
+_SHAPE_PHRASES = sorted(((syn, cls) for cls, syns in V.SYNONYMS_EN.items() for syn in syns),
+                        key=lambda item: -len(item[0]))
+_SHAPE_RE = re.compile(r"\b(" + "|".join(re.escape(p) for p, _ in _SHAPE_PHRASES) + r")\b")
+_SHAPE_OF = dict(_SHAPE_PHRASES)
+
+
+def first_shape_word(text: str | None) -> str | None:
+    """The shape class of the first shape phrase (a class name or one of its caption synonyms) in an
+    English ``text``, None if it names none: how the benchmark checks which shape a caption names."""
+    m = _SHAPE_RE.search((text or "").lower())
+    return _SHAPE_OF[m.group(1)] if m else None
+
+
+# How the English event captions word each motion kind, checked in this order: an exit and a bounce
+# also "move", a rotation "turns ... without moving", a static object "does not move".
+_MOTION_CUES: tuple[tuple[str, str], ...] = (
+    ("exit", r"leaves the frame|out of view|exits the frame"),
+    ("bounce", r"bounce"),
+    ("rotate", r"spin|rotat|clockwise"),
+    ("color", r"colou?r|turns from|fades from"),
+    ("grow", r"grow|expand|bigger"),
+    ("shrink", r"shrink|smaller|contract"),
+    ("static", r"still|motionless|does not move|stays in place|rests"),
+    ("slide", r"slid|move|glid"),
+)
+
+
+def motion_kind(text: str | None) -> str | None:
+    """The ``MOTION_KINDS`` entry an English event caption describes (None if none is recognised)."""
+    low = (text or "").lower()
+    return next((kind for kind, cue in _MOTION_CUES if re.search(cue, low)), None)
 
 
 # =============================================================================================
