@@ -25,6 +25,7 @@ from perceive_anything.evaluation.metrics import (osprey_category_text, osprey_p
 from perceive_anything.training.synthetic import generate_scene, generate_stream  # noqa: E402
 
 from test_evaluation_metrics import judge_server_running, request_count  # noqa: E402
+from test_evaluation_published import paper_cells  # noqa: E402
 
 SIZE = 128
 REPO = Path(__file__).resolve().parents[1]
@@ -160,9 +161,12 @@ def test_refcocog_and_vg_end_to_end(tmp_path, pam):
         assert 0 < run.scores["CIDEr"] and 0 < run.scores["METEOR"] <= 100
         row = run.markdown()
         assert "PAM-3B (paper)" in row
-    # the published numbers sit beside this run's (the one row the package has for RefCOCOg CIDEr)
-    assert "143.10?" in run_eval("refcocog", tmp_path / "refcocog", tmp_path / "out-refcocog", pam=pam,
-                                 progress=None).markdown()
+    # the published numbers sit beside this run's, in the printed row and in results.md
+    run = run_eval("refcocog", tmp_path / "refcocog", tmp_path / "out-refcocog", pam=pam, progress=None)
+    for metric in ("METEOR", "CIDEr"):
+        want_15, want_3 = paper_cells("refcocog", metric)
+        row = f"| {metric} | {run.scores[metric]:.2f} | {want_15} | {want_3} |"
+        assert row in run.markdown() and row in (tmp_path / "out-refcocog/results.md").read_text()
 
 
 def test_streaming_end_to_end_with_judge(tmp_path, pam):

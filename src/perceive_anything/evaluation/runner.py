@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .benchmarks import ScoreContext, get_benchmark
 from .cache import GenerationCache
-from .published import published_for
+from .published import published_for, published_sources
 
 __all__ = ["EvalRun", "run_eval", "EMBEDDED_MODEL_ID"]
 
@@ -61,7 +61,10 @@ class EvalRun:
             ours = r["ours"] if r["ours"] is not None else None
             note = "" if ours is not None or r["metric"] not in bench.judge_metrics else " (needs --judge-url)"
             lines.append(f"| {r['metric']} | {fmt(ours)}{note} | {fmt(r['PAM-1.5B'], mark)} | {fmt(r['PAM-3B'], mark)} |")
-        lines += ["", "`?`: published number not verified against the paper (see evaluation/published.py)."]
+        sources = published_sources(self.benchmark)
+        lines += ["", "`?`: published number not verified against the paper; `—` in a paper column: not known here "
+                      "(evaluation/published.py)."]
+        lines += [f"published numbers: {src}" for src in sources] or ["published numbers: none filled in for this benchmark yet."]
         return "\n".join(lines) + "\n"
 
 
