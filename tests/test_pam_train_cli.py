@@ -27,13 +27,25 @@ def test_pam_train_shapes_recipe_tiny(tmp_path, capsys):
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     names = [x["name"] for x in log if x.get("event") == "phase_start"]
     assert names == ["sam-image", "sam-image+video", "language-stage1", "language-stage1.5", "language-stage2",
-                     "language-stage2-grounding", "language-stage2-refresh"]
+                     "language-stage2-grounding", "language-stage2-refresh", "sam-exit-head"]
     pam = PerceiveAnything.from_pretrained(out)
     res = pam.perceive(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy(), [[4, 4, 40, 40]], task="label",
                        max_new_tokens=3)
     assert res.regions[0].mask.shape == (64, 64)
     # resuming a finished run only reloads the weights and saves again
     assert main(["train", "--recipe", "shapes", "--out", str(out), "--steps-scale", "0.002", "--quiet", "--resume"]) == 0
+
+    # a model folder continued at its last phase: only that phase runs, and it trains SAM 2's
+    # object-score head alone
+    more = tmp_path / "more"
+    assert main(["train", "--recipe", "shapes", "--out", str(more), "--steps-scale", "0.002", "--quiet",
+                 "--init-from", str(out), "--start-phase", "sam-exit-head"]) == 0
+    log = [json.loads(x) for x in (more / "train_log.jsonl").read_text().splitlines()]
+    assert [x["name"] for x in log if x.get("event") == "phase_start"] == ["sam-exit-head"]
+    before = PerceiveAnything.from_pretrained(out).model.state_dict()
+    after = PerceiveAnything.from_pretrained(more).model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(".pred_obj_score_head." in k for k in changed), changed
 
 
 def test_pam_train_needs_recipe_or_data(tmp_path, capsys):
@@ -49,6 +61,9 @@ def test_pam_train_needs_recipe_or_data(tmp_path, capsys):
     (["--data", "d.yaml", "--model", "tiny-shapes", "--steps-scale", "0.1"], ["--steps-scale", "only for --recipe"]),
     (["--data", "d.yaml", "--model", "tiny-shapes", "--skip-segmenter"], ["--skip-segmenter"]),
     (["--recipe", "shapes", "--device", "gpu0"], ["--device 'gpu0'", "not a device name"]),
+    (["--recipe", "shapes", "--start-phase", "sam-exit-head"], ["--init-from, --start-phase) go together"]),
+    (["--recipe", "shapes", "--init-from", "x", "--start-phase", "warm-up"], ["'warm-up' is not a phase", "sam-exit-head"]),
+    (["--data", "d.yaml", "--model", "tiny-shapes", "--start-phase", "x"], ["--start-phase", "only for --recipe"]),
     # without CUDA "no cuda device", with it "has N CUDA device(s)": refused either way
     (["--recipe", "shapes", "--device", "cuda:99"], ["--device 'cuda:99'"]),
 ])

@@ -119,6 +119,30 @@ def test_finished_run_extended_with_a_phase_resumes_exactly(tmp_path):
         Trainer(toy_model(), phases(True), TrainerConfig(tmp_path / "killed", seed=3, resume=True, quiet=True)).run()
 
 
+def test_start_phase_continues_from_a_model_that_ran_the_earlier_phases(tmp_path):
+    """A model made by phase a alone, continued at phase b, ends exactly where one uninterrupted
+    run of a + b ends: phase b keeps its own data seed and schedule. (Exact for phases that draw no
+    random numbers of their own, as the shapes recipe's: the toy's dropout is off here.)"""
+    def model_without_dropout():
+        model = toy_model()
+        model[2].p = 0.0
+        return model
+
+    ref_model = model_without_dropout()
+    ref = Trainer(ref_model, _phases(), TrainerConfig(tmp_path / "ref", seed=3, quiet=True))
+    ref.run()
+    model = model_without_dropout()
+    Trainer(model, _phases()[:1], TrainerConfig(tmp_path / "a", seed=3, checkpoint_every=0, quiet=True)).run()
+    trainer = Trainer(model, _phases(), TrainerConfig(tmp_path / "b", seed=3, quiet=True, start_phase=1))
+    trainer.run()
+    assert [h["name"] for h in trainer.history] == ["b"] * 6
+    assert [h["loss"] for h in trainer.history] == [h["loss"] for h in ref.history if h["name"] == "b"]
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="start_phase 3 is outside the 2 phases"):
+        Trainer(toy_model(), _phases(), TrainerConfig(tmp_path / "c", quiet=True, start_phase=3)).run()
+
+
 def test_phase_trains_only_its_parameters(tmp_path):
     model = toy_model()
     before = [p.detach().clone() for p in model.parameters()]

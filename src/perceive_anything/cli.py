@@ -355,6 +355,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--steps-scale", type=float, help="recipe: multiply every phase's steps (default 1.0)")
     p.add_argument("--skip-segmenter", action="store_true", default=None,
                    help="recipe: keep SAM 2 random/frozen, train only the language stages")
+    p.add_argument("--init-from", help="recipe: a tiny-shapes model folder that ran the phases before --start-phase")
+    p.add_argument("--start-phase", help="recipe: continue from this phase (with --init-from; e.g. a phase "
+                                         "appended to the recipe after the model was made)")
     p.add_argument("--data", help="PAM-data .yaml / .json / .jsonl (the official training format)")
     p.add_argument("--model", help="start from this model folder / hub id, or a preset (tiny-shapes, pam-3b, ...)")
     p.add_argument("--tokenizer", help="tokenizer folder (needed for presets other than tiny-shapes)")

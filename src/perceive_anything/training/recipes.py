@@ -2,10 +2,11 @@
 
 ``shapes``: the embedded tiny model, from scratch, on the synthetic shapes world: the SAM 2
 segmenter (image segmentation, then image + video tracking), then PAM's language stages 1, 1.5
-and 2 (see ``training.language``), then stage 2 once more on image regions only (grounding) and
-briefly on the full mixture again (refresh).
+and 2 (see ``training.language``), then stage 2 once more on image regions only (grounding),
+briefly on the full mixture again (refresh), and last SAM 2's object-score head alone on objects
+leaving the view (exit head).
 ``steps_scale`` multiplies every phase's step count (a test uses ~0.01; 1.0 is the full recipe,
-about 73 minutes on 2 CPU cores).
+about 75 minutes on 2 CPU cores).
 
 ``pam_data``: a language stage on PAM-data records (the official training format) starting from
 a model folder or a preset.
@@ -32,10 +33,10 @@ __all__ = ["ShapesRecipe", "SHAPES_RECIPE", "build_shapes_phases", "train_shapes
 class ShapesRecipe:
     """Step counts and learning rates of the shapes recipe (at ``steps_scale=1``).
 
-    Measured with ``--threads 2`` on an otherwise idle 2-core CPU (73 min in all): SAM image phase
-    0.54 s/step (27 min), SAM image+video 0.71 s/step (12 min), language stage 1 0.22 s/step,
+    Measured with ``--threads 2`` on an otherwise idle 2-core CPU (73 min before the exit head):
+    SAM image phase 0.54 s/step (27 min), SAM image+video 0.71 s/step (12 min), language stage 1 0.22 s/step,
     stage 1.5 2.0 s/step, stage 2 (mixed) 1.1 s/step (22 min), grounding 0.24 s/step (5 min),
-    refresh 1.0 s/step (3.5 min).
+    refresh 1.0 s/step (3.5 min); exit head 0.25 s/step (1.7 min, on a machine shared with other work).
     """
 
     sam_image_steps: int = 3000
@@ -67,6 +68,13 @@ class ShapesRecipe:
     # phase overwrites video captioning (measured: video caption CIDEr 0.61 -> 0.06)
     refresh_steps: int = 200
     refresh_lr: float = 5e-4
+    # last, SAM 2's object-score head alone (the MLP that decides present / absent) on tracking
+    # windows placed across generated exits, alternating with still-image regions that keep it
+    # saying "present". Trained with the whole segmenter, exits cost tracking (mIoU 0.84 -> 0.48)
+    # and taught nothing; the head alone leaves masks and the language path as they were.
+    exit_head_steps: int = 400
+    exit_head_lr: float = 2e-3
+    exit_head_exit_prob: float = 0.75
     language_lr: float = 2e-3  # the tiny LLM learns from scratch: higher than a fine-tuning lr
     language_batch: int = 8
     warmup: float = 0.05
@@ -117,6 +125,17 @@ def build_shapes_phases(tokenizer, steps_scale: float = 1.0, recipe: ShapesRecip
                             name="language-stage2-refresh")
         phases.append(Phase(task, _scaled(r.refresh_steps, steps_scale), r.refresh_lr, r.language_batch,
                             warmup=r.warmup))
+    if segmenter and r.exit_head_steps:
+        from .segmentation import ImageSegmentationTask, LossWeights, VideoTrackingTask
+
+        only = LossWeights(focal=0.0, dice=0.0, iou=0.0, multimask=0.0, object=1.0)
+        head = "object_score_head"
+        mix = TaskMix([(ImageSegmentationTask(regions_per_image=r.sam_regions_per_image, num_objects=r.sam_objects,
+                                              weights=only, train_only=head), 1.0, r.sam_image_batch),
+                       (VideoTrackingTask(weights=only, exit_prob=r.exit_head_exit_prob, train_only=head), 1.0,
+                        r.sam_video_batch)], name="sam-exit-head")
+        phases.append(Phase(mix, _scaled(r.exit_head_steps, steps_scale), r.exit_head_lr, r.sam_image_batch,
+                            warmup=r.warmup, name="sam-exit-head"))
     return phases
 
 
@@ -141,8 +160,14 @@ def _save_final(model, tokenizer, out: Path, name: str, generation=None) -> Path
 def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int = 0, resume: bool = False,
                  checkpoint_every: int = 50, threads: int | None = None, quiet: bool = False,
                  stop_after: int | None = None, recipe: ShapesRecipe = SHAPES_RECIPE,
-                 segmenter: bool = True, precision: str = "auto", device: str | None = None) -> Path:
+                 segmenter: bool = True, precision: str = "auto", device: str | None = None,
+                 init_from: str | os.PathLike | None = None, start_phase: str | None = None) -> Path:
     """``pam train --recipe shapes``: build the tiny-shapes model and train it; returns ``out``.
+
+    ``init_from`` + ``start_phase``: continue the recipe from a tiny-shapes model folder that an
+    earlier run of its phases before ``start_phase`` (a phase name) made, e.g. when phases are
+    appended to the recipe: the remaining phases see exactly the batches of an uninterrupted run
+    (``TrainerConfig.start_phase``). Resume such a run with the same two arguments.
 
     The model folder (``pam_config.json``, ``model.safetensors``, tokenizer) is written to ``out``
     at the end; ``out/train_log.jsonl`` logs every step and ``out/checkpoint`` allows ``resume``.
@@ -154,28 +179,45 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     from ..modeling.pam import PamModel
     from .tokenizer import build_shapes_tokenizer
 
+    if (init_from is None) != (start_phase is None):
+        raise ValueError("init_from and start_phase (--init-from, --start-phase) go together: the model folder "
+                         "holds the result of the phases before start_phase")
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # tiny activations make x86 CPUs many times slower
     dev = _training_device(device)
+    tokenizer = build_shapes_tokenizer(seed=seed)
+    phases = build_shapes_phases(tokenizer, steps_scale, recipe, segmenter=segmenter)
+    first = 0
+    if start_phase is not None:
+        names = [p.name for p in phases]
+        if start_phase not in names:
+            raise ValueError(f"start_phase {start_phase!r} is not a phase of this recipe: {names}")
+        first = names.index(start_phase)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    tokenizer = build_shapes_tokenizer(seed=seed)
     config = pam_preset("tiny-shapes")
     config.tokenizer_vocab_size = len(tokenizer)
     torch.manual_seed(seed)
     model = PamModel(config)
-    if segmenter:
+    if init_from is not None:
+        from ..checkpoints import load_pretrained
+
+        loaded = load_pretrained(str(init_from))
+        if len(loaded.tokenizer) != len(tokenizer) or loaded.tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"{init_from}: its tokenizer is not the shapes recipe's (seed {seed})")
+        model.load_state_dict(loaded.model.state_dict(), strict=True)  # same preset: a name or shape mismatch raises
+    elif segmenter:
         from .segmentation import init_for_training
 
         # From scratch, transformers' N(0, 0.02) init leaves the tiny SAM 2 predicting nothing for
         # hundreds of steps; PyTorch's default init (the official SAM's) does not (see init_for_training).
         init_for_training(model, seed)
     model.to(dev)
-    phases = build_shapes_phases(tokenizer, steps_scale, recipe, segmenter=segmenter)
     trainer = Trainer(model, phases, TrainerConfig(out, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-                                                  quiet=quiet, stop_after=stop_after, precision=precision, device=dev))
+                                                  quiet=quiet, stop_after=stop_after, precision=precision, device=dev,
+                                                  start_phase=first))
     trainer.run()
     _save_final(model, tokenizer, out, "tiny-shapes")
     rank, _ = dist_info()
@@ -257,7 +299,7 @@ def train_pam_data(data: str | os.PathLike, model: str, out: str | os.PathLike, 
 
 # ``pam train`` options that only one mode reads (argparse dests); both read out, seed, resume,
 # checkpoint_every, threads, quiet, precision and device
-RECIPE_OPTIONS = ("steps_scale", "skip_segmenter")
+RECIPE_OPTIONS = ("steps_scale", "skip_segmenter", "init_from", "start_phase")
 DATA_OPTIONS = ("model", "tokenizer", "stage", "steps", "epochs", "lr", "batch_size", "grad_accum", "lora",
                 "official_label_masking", "gradient_checkpointing", "image_folder")
 
@@ -286,7 +328,8 @@ def main_train(args) -> int:
                                 resume=args.resume, checkpoint_every=args.checkpoint_every or 50,
                                 threads=args.threads, quiet=args.quiet,
                                 segmenter=not recipe_opts.get("skip_segmenter", False), precision=args.precision,
-                                device=args.device)
+                                device=args.device, init_from=recipe_opts.get("init_from"),
+                                start_phase=recipe_opts.get("start_phase"))
         else:
             if not args.data or not args.model:
                 raise ValueError("pam train needs --recipe shapes, or --data PAM_DATA.yaml with --model DIR_OR_PRESET")

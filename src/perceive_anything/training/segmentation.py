@@ -54,6 +54,7 @@ __all__ = [
     "sam_losses",
     "semantic_prototypes",
     "semantic_loss",
+    "SEGMENTER_PARTS",
     "sample_prompt",
     "training_seed",
     "normalize_pixels",
@@ -429,13 +430,31 @@ def init_for_training(model, seed: int | None = None):
     return seg
 
 
-def _set_segmenter_trainable(model) -> list[torch.nn.Parameter]:
-    """Freeze everything, unfreeze the segmenter; return its parameters (the protocol's contract)."""
+# ``train_only`` values of the segmentation tasks: a part of SAM 2 trained alone (None: all of it)
+SEGMENTER_PARTS = ("object_score_head",)
+
+
+def _set_segmenter_trainable(model, only: str | None = None) -> list[torch.nn.Parameter]:
+    """Freeze everything, unfreeze the segmenter (or only its part ``only``, one of
+    ``SEGMENTER_PARTS``); return the unfrozen parameters (the protocol's contract)."""
     seg = segmenter_of(model)
     if seg is not model and isinstance(model, torch.nn.Module):
         model.requires_grad_(False)
-    seg.set_trainable(True)
-    return [p for p in seg.parameters() if p.requires_grad]
+    if only is None:
+        seg.set_trainable(True)
+        return [p for p in seg.parameters() if p.requires_grad]
+    seg.set_trainable(False)
+    # the MLP that reads the object-score token, not the token itself: the token takes part in the
+    # decoder's attention, so training it would move every mask and the perceiver's inputs
+    part = {"object_score_head": seg.sam.mask_decoder.pred_obj_score_head}[only]
+    part.requires_grad_(True)
+    return list(part.parameters())
+
+
+def _check_part(train_only: str | None) -> str | None:
+    if train_only is not None and train_only not in SEGMENTER_PARTS:
+        raise ValueError(f"train_only must be None or one of {SEGMENTER_PARTS}, got {train_only!r}")
+    return train_only
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,15 +505,17 @@ class ImageSegmentationTask:
         num_objects: tuple[int, int] = (1, 6),
         prompt_probs: dict[str, float] | None = None,
         weights: LossWeights | None = None,
+        train_only: str | None = None,
     ):
         self.size = int(size)
+        self.train_only = _check_part(train_only)
         self.regions_per_image = int(regions_per_image)
         self.num_objects = tuple(num_objects)
         self.prompt_probs = prompt_probs or {"box": 0.55, "points": 0.3, "box+points": 0.15}
         self.weights = weights or LossWeights()
 
     def trainable_parameters(self, model) -> list[torch.nn.Parameter]:
-        return _set_segmenter_trainable(model)
+        return _set_segmenter_trainable(model, self.train_only)
 
     def make_batch(self, step: int, rank: int, world_size: int, batch_size: int, seed: int) -> ImageBatch:
         from .synthetic import generate_scene
@@ -600,9 +621,14 @@ class VideoTrackingTask:
     ``exit_prob``: the fraction of clips whose target leaves the view inside the window (the video
     is generated with exit motions and the window is placed across the exit). Random windows on
     ordinary clips almost never show the object-score head an absent target (exits are rare and
-    happen late in a clip: ~1 % of frames). Off in the shapes recipe for now: at 0.25 for the 1000
-    image+video steps the head still said "present" after every exit and tracking mIoU fell from
-    0.84 to 0.48 (README, embedded model).
+    happen late in a clip: ~1 % of frames). Trained with the whole segmenter (0.25 for the 1000
+    image+video steps) the head still said "present" after every exit and tracking mIoU fell from
+    0.84 to 0.48; the shapes recipe uses it with ``train_only="object_score_head"`` instead.
+
+    ``train_only``: train one part of SAM 2 alone (``SEGMENTER_PARTS``; None: all of it). With
+    ``"object_score_head"`` (the MLP reading the object-score token) the decoder's masks and the
+    perceiver's inputs are unchanged for a given input; only the present/absent decision moves (and
+    with it, as in SAM 2, the emptied mask and the "no object" memory of a frame called absent).
     """
 
     name = "sam_video"
@@ -617,8 +643,10 @@ class VideoTrackingTask:
         clip_frames: int = 16,
         max_stride: int = 2,
         exit_prob: float = 0.0,
+        train_only: str | None = None,
     ):
         self.size = int(size)
+        self.train_only = _check_part(train_only)
         self.num_frames = num_frames
         self.num_objects = tuple(num_objects)
         self.prompt_probs = prompt_probs or {"box": 0.5, "points": 0.2, "box+points": 0.15, "mask": 0.15}
@@ -630,7 +658,7 @@ class VideoTrackingTask:
         self.exit_prob = float(exit_prob)
 
     def trainable_parameters(self, model) -> list[torch.nn.Parameter]:
-        return _set_segmenter_trainable(model)
+        return _set_segmenter_trainable(model, self.train_only)
 
     def make_batch(self, step: int, rank: int, world_size: int, batch_size: int, seed: int) -> VideoBatch:
         from .synthetic import generate_video

@@ -211,6 +211,11 @@ class TrainerConfig:
     ``checkpoint_every``: optimizer steps between checkpoints (0: only at phase ends).
     ``stop_after``: stop (as if killed) after this many optimizer steps of the whole run; used to
     test resuming. Nothing is saved at the stop beyond the periodic checkpoints.
+    ``start_phase``: the phases before this index are taken as done, the model passed in holding
+    their result (a model an earlier run of the same phases made). Later phases keep their own data
+    seeds and schedules, so they see exactly the batches an uninterrupted run sees, and end where it
+    ends unless they draw random numbers of their own (dropout; the global RNG state at the phase
+    boundary is not known). A checkpoint found with ``resume`` takes precedence.
     """
 
     out_dir: str | os.PathLike
@@ -222,6 +227,7 @@ class TrainerConfig:
     print_every: int = 10
     resume: bool = False
     stop_after: int | None = None
+    start_phase: int = 0
     device: str | torch.device | None = None
     quiet: bool = False
     # flush denormal floats to zero on CPU: tiny activations of a freshly initialised SAM 2 otherwise
@@ -534,9 +540,12 @@ class Trainer:
             self._log({"event": "resume", "phase": start_phase, "phase_step": start_step,
                        "global_step": state["global_step"]})
         else:
-            start_phase, start_step = 0, 0
+            start_phase, start_step = cfg.start_phase, 0
+            if not 0 <= start_phase <= len(self.phases):
+                raise ValueError(f"start_phase {start_phase} is outside the {len(self.phases)} phases of this run")
             if cfg.resume:
-                self._print(f"[train] no checkpoint in {self.out_dir}; starting from scratch")
+                self._print(f"[train] no checkpoint in {self.out_dir}; starting "
+                            + (f"at phase {start_phase}" if start_phase else "from scratch"))
         summary: dict[str, Any] = {"phases": []}
         self.model.train()
         try:
