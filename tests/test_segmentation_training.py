@@ -223,6 +223,38 @@ def test_video_gradients_reach_trunk_decoder_and_memory():
     assert metrics["frames"] == 3
 
 
+def test_object_score_head_trains_alone_and_leaves_masks_as_they_were():
+    """``train_only="object_score_head"``: on exit windows only the MLP behind the object-score token
+    gets gradients and moves; a step leaves every mask logit of a still image unchanged."""
+    seg = fresh(2)
+    only = LossWeights(focal=0.0, dice=0.0, iou=0.0, multimask=0.0, object=1.0)
+    task = VideoTrackingTask(size=256, num_frames=4, clip_frames=12, exit_prob=1.0, weights=only,
+                             train_only="object_score_head")
+    params = task.trainable_parameters(seg)
+    head = seg.sam.mask_decoder.pred_obj_score_head
+    assert {id(p) for p in params} == {id(p) for p in head.parameters()}
+    assert all(not p.requires_grad for n, p in seg.named_parameters() if ".pred_obj_score_head." not in n)
+    image_task = ImageSegmentationTask(size=256, regions_per_image=2, weights=only, train_only="object_score_head")
+    image_batch = image_task.make_batch(0, 0, 1, 1, seed=0)
+    def decoder_outputs():  # the masks (before the object-score gate) and the perceiver's inputs
+        with torch.no_grad():
+            return [(o.multimask_logits[j].clone(), o.mid_image_embed[j].clone(), o.mid_mask_tokens[j].clone())
+                    for o, j in image_task.forward(seg, image_batch)]
+
+    before = decoder_outputs()
+    head_before = [p.detach().clone() for p in head.parameters()]
+    batch = task.make_batch(0, 0, 1, 2, seed=0)
+    assert not batch.present.all()  # the window reaches past the exit
+    loss, _ = task.loss(seg, batch)
+    loss.backward()
+    torch.optim.SGD(params, lr=0.5).step()
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, head.parameters()))
+    for a, b in zip(before, decoder_outputs()):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="train_only must be None or one of"):
+        VideoTrackingTask(train_only="trunk")
+
+
 def test_training_clip_equals_streaming_tracking():
     # track_clip_for_training on a batch of 2 clips == track_frame clip by clip (same computation)
     seg = fresh(2)
