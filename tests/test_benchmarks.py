@@ -10,12 +10,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("trunk", ["hiera", "cnn", "crop-cnn"])
-def test_shape_probe_runs_and_reports(trunk, tmp_path):
+@pytest.mark.parametrize("trunk, extra", [
+    ("hiera", []), ("cnn", []), ("crop-cnn", []),
+    # the crop-to-scene curricula and the per-cell term of the Hiera probe
+    ("hiera", ["--crop-steps", "1", "--crop-mode", "box"]),
+    ("hiera", ["--crop-steps", "1", "--crop-mode", "window", "--crop-size", "128"]),
+    ("hiera", ["--crop-steps", "2", "--crop-mode", "zoom", "--dense", "1"]),
+])
+def test_shape_probe_runs_and_reports(trunk, extra, tmp_path):
     out = tmp_path / "probe.json"
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "shape_probe.py"), "--trunk", trunk, "--steps", "2", "--eval-every", "1",
-         "--threads", "1", "--out", str(out)],
+         "--threads", "1", "--out", str(out), *extra],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
