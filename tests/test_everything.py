@@ -185,3 +185,19 @@ def test_video_objects_proposed_on_the_first_frame_are_tracked_and_captioned(pam
     for obj in result:
         assert len(obj.rles) == 8 and obj.caption
         assert obj.prompt["kind"] == "mask" and obj.prompt["mask_area"] > 0
+
+
+def test_everything_options_map_onto_the_config():
+    import argparse
+
+    from perceive_anything.everything import EverythingConfig, add_everything_args, everything_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_everything_args(parser)
+    cfg = everything_config_from_args(parser.parse_args(["--stability-thresh", "0.8", "--points-per-side", "8",
+                                                         "--max-regions", "5", "--crop-layers", "1"]))
+    assert (cfg.stability_score_thresh, cfg.points_per_side, cfg.max_regions, cfg.crop_layers) == (0.8, 8, 5, 1)
+    assert cfg.pred_iou_thresh == EverythingConfig().pred_iou_thresh  # not given: the default
+    assert everything_config_from_args(parser.parse_args([])) == EverythingConfig()
+    with pytest.raises(ValueError):
+        everything_config_from_args(parser.parse_args(["--points-per-side", "0"]))

@@ -409,11 +409,11 @@ def add_everything_args(parser) -> None:
 
 def everything_config_from_args(args) -> EverythingConfig:
     """An :class:`EverythingConfig` from :func:`add_everything_args` options (ValueError names a bad one)."""
+    import dataclasses
     from dataclasses import replace
 
-    pairs = {"points_per_side": "points_per_side", "points_per_batch": "points_per_batch",
-             "pred_iou_thresh": "pred_iou_thresh", "stability_score_thresh": "stability_thresh",
-             "box_nms_thresh": "box_nms_thresh", "contained_thresh": "contained_thresh", "min_area": "min_area", "max_regions": "max_regions",
-             "crop_layers": "crop_layers"}
-    given = {field: getattr(args, opt) for field, opt in pairs.items() if getattr(args, opt, None) is not None}
+    # each option is named after its field, except --stability-thresh (stability_score_thresh)
+    fields = [f.name for f in dataclasses.fields(EverythingConfig)]
+    options = {name: "stability_thresh" if name == "stability_score_thresh" else name for name in fields}
+    given = {name: getattr(args, opt) for name, opt in options.items() if getattr(args, opt, None) is not None}
     return replace(EverythingConfig(), **given)
