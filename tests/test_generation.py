@@ -124,10 +124,11 @@ def _flat_rows(prefix, segments, segment_of_row, suffixes):
     return batch, mask
 
 
-@pytest.mark.parametrize("prefix_len", [0, 5])
-def test_shared_prompt_decodes_like_the_rows_written_out(llm, prefix_len):
-    """Prefix once, each segment once for its rows, suffixes of different lengths padded after the
-    segment: same tokens and logits as the full rows left-padded in one pass, and as each row alone."""
+@pytest.mark.parametrize("prefix_len,prefix_once", [(0, False), (5, False), (5, True)])
+def test_shared_prompt_decodes_like_the_rows_written_out(llm, prefix_len, prefix_once):
+    """Each segment (behind the prefix, or on the prefix's cache prefilled once) once for its rows,
+    suffixes of different lengths padded after the segment: same tokens and logits as the full rows
+    left-padded in one pass, and as each row alone."""
     g = torch.Generator().manual_seed(11)
     prefix = torch.randn(prefix_len, 32, generator=g)
     segments = torch.randn(3, 6, 32, generator=g)
@@ -136,8 +137,8 @@ def test_shared_prompt_decodes_like_the_rows_written_out(llm, prefix_len):
     eos = int(generate(llm, torch.cat([prefix, segments[0], suffixes[0]])[None],
                        settings=GenerationSettings(max_new_tokens=3)).sequences[0, 2])
     settings = GenerationSettings(max_new_tokens=9, repetition_penalty=1.2, eos_token_id=[eos], pad_token_id=0)
-    shared = generate(llm, SharedPrompt(prefix, segments, segment_of_row, suffixes), settings=settings,
-                      record_logits=True)
+    shared = generate(llm, SharedPrompt(prefix, segments, segment_of_row, suffixes, prefix_once=prefix_once),
+                      settings=settings, record_logits=True)
     batch, mask = _flat_rows(prefix, segments, segment_of_row, suffixes)
     flat = generate(llm, batch, mask, settings=settings, record_logits=True)
     assert torch.equal(shared.sequences, flat.sequences) and torch.equal(shared.lengths, flat.lengths)

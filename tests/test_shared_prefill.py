@@ -1,7 +1,7 @@
 """Regions x tasks through the LLM with the shared prefill (PamLanguageModel.generate, SharedPrompt):
-the chat header before the visual block once per call, each region's block once for all its tasks.
-Same greedy tokens as the one-pass path and as each (region, task) alone; on the parity fixture the
-shared rows stay within the official run's tolerances."""
+each region's chat header and visual block once for all its tasks (optionally the header once for
+all regions). Same greedy tokens as the one-pass path and as each (region, task) alone; on the
+parity fixture the shared rows stay within the official run's tolerances."""
 
 import importlib.util
 import json
@@ -18,6 +18,7 @@ from perceive_anything.training.synthetic import generate_scene
 # Suffixes of different lengths (the label prompt is short, the long question longer than any task),
 # so the shared path pads between the visual block and the task text.
 TASKS = ["label", "definition", "brief_caption", "question"]
+VARIANTS = {"one-pass": dict(shared_prefill=False), "shared": {}, "prefix-once": dict(prefix_once=True)}
 QUESTION = "What is the colour of this subject, and where in the picture is it, roughly speaking?"
 
 
@@ -48,14 +49,14 @@ def _shared_vs_one_pass(lang, tokenizer, generation, blocks, tasks, max_new_toke
     input_ids, attn = pad_token_rows([ids[t] for _, t in rows], 0)
     settings = generation.official_greedy(max_new_tokens=max_new_tokens)
     runs = {}
-    for share in (True, False):
+    for name, kw in VARIANTS.items():
         widths = _PrefillWidths(lang.llm)
         try:
-            runs[share] = lang.generate(input_ids, blocks, settings, attention_mask=attn, record_logits=True,
-                                        block_index=[r for r, _ in rows], share_prefix=share)
+            runs[name] = lang.generate(input_ids, blocks, settings, attention_mask=attn, record_logits=True,
+                                       block_index=[r for r, _ in rows], **kw)
         finally:
             widths.close()
-        runs[share, "widths"] = widths.calls
+        runs[name, "widths"] = widths.calls
     return ids, rows, runs
 
 
@@ -84,18 +85,20 @@ def test_shared_prefill_gives_the_one_pass_tokens_on_the_embedded_model(embedded
         blocks = embedded.model.language.image_visual_block(seg.mid_image_embed, seg.mid_mask_tokens)
         ids, rows, runs = _shared_vs_one_pass(embedded.model.language, embedded.tokenizer, embedded.generation,
                                               blocks, TASKS, max_new_tokens=24)
-    shared, flat = runs[True], runs[False]
-    for row in range(len(rows)):
-        assert shared.row_tokens(row) == flat.row_tokens(row), rows[row]
-    assert torch.allclose(shared.step_logits, flat.step_logits, atol=1e-4)
-    # What was prefilled: the header once, each region's block once, the task texts padded to the
-    # longest, against every row written out in full.
+    flat = runs["one-pass"]
+    for name in ("shared", "prefix-once"):
+        for row in range(len(rows)):
+            assert runs[name].row_tokens(row) == flat.row_tokens(row), (name, rows[row])
+        assert torch.allclose(runs[name].step_logits, flat.step_logits, atol=1e-4)
+    # What was prefilled: each region's header and block once (or the header once, then each block),
+    # the task texts padded to the longest, against every row written out in full.
     header = ids[0].index(text_proc.IMAGE_TOKEN_INDEX)
     tails = [len(x) - header - 1 for x in ids]
     assert len(set(tails)) == len(TASKS)
     nv = blocks.shape[1]
-    assert runs[True, "widths"][:3] == [(1, header), (3, nv), (len(rows), max(tails))]
-    assert runs[False, "widths"][0] == (len(rows), header + nv + max(tails))
+    assert runs["shared", "widths"][:2] == [(3, header + nv), (len(rows), max(tails))]
+    assert runs["prefix-once", "widths"][:3] == [(1, header), (3, nv), (len(rows), max(tails))]
+    assert runs["one-pass", "widths"][0] == (len(rows), header + nv + max(tails))
 
 
 def test_perceive_regions_by_tasks_equals_each_alone(embedded, scene):
@@ -115,9 +118,12 @@ def test_rows_that_share_nothing_take_the_one_pass_path(embedded):
     ids = _prompt_ids(embedded.tokenizer, ["label"])[0]
     block = torch.zeros(1, 5, lang.hidden_size)
     assert lang.shared_prompt(torch.tensor([ids]), block) is None  # one row
+    two = torch.zeros(2, 5, lang.hidden_size)
+    assert lang.shared_prompt(torch.tensor([ids, ids]), two) is None  # one block per row
+    assert lang.shared_prompt(torch.tensor([ids, ids]), two, prefix_once=True) is not None  # the header is shared
     other = [ids[1]] + ids  # a different header
     input_ids, attn = pad_token_rows([ids, other], 0)
-    assert lang.shared_prompt(input_ids, block.expand(2, -1, -1), attn) is None
+    assert lang.shared_prompt(input_ids, block.expand(2, -1, -1), attn, [0, 0]) is None
     prompt = lang.shared_prompt(*pad_token_rows([ids, ids], 0)[:1], block, None, [0, 0])
     assert prompt is not None and prompt.segments.shape[0] == 1 and prompt.segment_of_row.tolist() == [0, 0]
     with pytest.raises(ValueError, match="index the 1 visual blocks"):
@@ -154,10 +160,11 @@ def test_shared_rows_stay_within_the_official_tolerances(shared_dir):
     max_new = man["official_call"]["gen_kwargs"]["max_new_tokens"]
     ids, rows, runs = _shared_vs_one_pass(lang, pam.tokenizer, pam.generation, blocks, tasks, max_new_tokens=max_new)
     assert ids[0] == man["inputs"]["prompt_input_ids"]
-    shared, flat = runs[True], runs[False]
-    assert runs[True, "widths"][1] == (2, blocks.shape[1])
-    for row in range(len(rows)):
-        assert shared.row_tokens(row) == flat.row_tokens(row), rows[row]
+    shared, flat = runs["shared"], runs["one-pass"]
+    assert runs["shared", "widths"][0] == (2, ids[0].index(text_proc.IMAGE_TOKEN_INDEX) + blocks.shape[1])
+    for name in ("shared", "prefix-once"):
+        for row in range(len(rows)):
+            assert runs[name].row_tokens(row) == flat.row_tokens(row), (name, rows[row])
     produced = {
         "llm.output_ids": shared.sequences[0:1],
         "llm.first_token_logits": shared.step_logits[0, 0:1],

@@ -206,18 +206,24 @@ def _cache_keyword(llm) -> str:
 
 @dataclass
 class SharedPrompt:
-    """Rows whose inputs are ``prefix + segments[segment_of_row[b]] + suffixes[b]``, prefilled in three
-    stages so that what rows share is computed once: the ``prefix`` (P, H) for all rows together (P may
-    be 0), each of the G ``segments`` (G, N, H) once for the rows that name it, then every row's own
-    ``suffix`` (s_b >= 1, H) on a copy of its segment's KV cache. Suffixes of different lengths are
-    padded between the segment and the suffix (masked, with positions counting real tokens only), so a
-    row decodes as it would alone. Used for a region's visual block shared by several tasks, and for the
-    chat text before the visual block, which is the same for every region and task."""
+    """Rows whose inputs are ``prefix + segments[segment_of_row[b]] + suffixes[b]``, prefilled so that
+    what rows share is computed once: each of the G ``segments`` (G, N, H), behind the ``prefix``
+    (P, H; P may be 0), once for all the rows that name it, then every row's own ``suffix``
+    (s_b >= 1, H) on a copy of its segment's KV cache. Suffixes of different lengths are padded
+    between the segment and the suffix (masked, with positions counting real tokens only), so a row
+    decodes as it would alone. Used for a region's visual block shared by several tasks.
+
+    ``prefix_once`` also prefills the prefix once for all segments (batch 1, then repeated). It is off
+    by default because it does not pay with SDPA: the segments then attend to a cache they do not
+    start, so their attention needs a materialised causal mask instead of the ``is_causal`` kernel,
+    and for PAM's prompts (a 14-20-token chat header before ~1,000 visual tokens) that costs more
+    than the header saves (``docs/speed.md``)."""
 
     prefix: Tensor
     segments: Tensor
     segment_of_row: Tensor
     suffixes: list[Tensor]
+    prefix_once: bool = False
 
     def __post_init__(self) -> None:
         if self.prefix.dim() != 2 or self.segments.dim() != 3:
@@ -283,13 +289,17 @@ def _prefill_shared(llm, prompt: SharedPrompt):
     g, n, h = prompt.segments.shape
     cache_kw = _new_cache(llm)
     (cache,) = cache_kw.values()
-    if p:
+    if prompt.prefix_once and p:
         llm(inputs_embeds=prompt.prefix[None], position_ids=torch.arange(p, device=device)[None],
             use_cache=True, logits_to_keep=1, **cache_kw)
         if g > 1:
             cache.batch_repeat_interleave(g)
-    llm(inputs_embeds=prompt.segments, position_ids=(p + torch.arange(n, device=device))[None].expand(g, n),
-        use_cache=True, logits_to_keep=1, **cache_kw)
+        llm(inputs_embeds=prompt.segments, position_ids=(p + torch.arange(n, device=device))[None].expand(g, n),
+            use_cache=True, logits_to_keep=1, **cache_kw)
+    else:
+        heads = torch.cat([prompt.prefix.to(prompt.segments.dtype)[None].expand(g, p, h), prompt.segments], dim=1)
+        llm(inputs_embeds=heads, position_ids=torch.arange(p + n, device=device)[None].expand(g, p + n),
+            use_cache=True, logits_to_keep=1, **cache_kw)
     rows = prompt.segment_of_row
     if not (rows.shape[0] == g and bool((rows == torch.arange(g, device=device)).all())):
         cache.batch_select_indices(rows)

@@ -255,17 +255,21 @@ class PamLanguageModel(nn.Module):
         visual_blocks: Tensor | Sequence[Tensor],
         attention_mask: Tensor | None = None,
         block_index: Tensor | Sequence[int] | None = None,
+        prefix_once: bool = False,
     ):
         """The rows as a :class:`~perceive_anything.generation.SharedPrompt` (the text before the
-        placeholder, once; each block, once; each row's text after it), or None when they share
-        nothing that way: a single row, rows whose text before the placeholder differs, blocks of
-        different lengths, a row ending at its placeholder. Arguments as for :meth:`generate`."""
+        placeholder and each block once; each row's text after it on a copy of its block's KV cache),
+        or None when they share nothing that way: no block serving two rows (unless ``prefix_once``,
+        the text before the placeholder once for all blocks), rows whose text before the placeholder
+        differs, blocks of different lengths, a row ending at its placeholder. Arguments as for
+        :meth:`generate`."""
         from ..generation import SharedPrompt
 
         blocks = _block_list(visual_blocks)
         b = input_ids.shape[0]
         index = self._block_index(block_index, b, len(blocks))
-        if b < 2 or len({blk.shape[0] for blk in blocks}) != 1:
+        shares_a_block = len(set(index.tolist())) < b
+        if b < 2 or not (shares_a_block or prefix_once) or len({blk.shape[0] for blk in blocks}) != 1:
             return None
         keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(torch.bool)
         prefix, suffixes = None, []
@@ -283,7 +287,7 @@ class PamLanguageModel(nn.Module):
         texts = embed(torch.cat([prefix, *suffixes]))
         parts = texts.split([prefix.numel()] + [x.numel() for x in suffixes])
         return SharedPrompt(prefix=parts[0], segments=torch.stack(blocks).to(texts.dtype), segment_of_row=index,
-                            suffixes=list(parts[1:]))
+                            suffixes=list(parts[1:]), prefix_once=prefix_once)
 
     @staticmethod
     def _block_index(block_index, rows: int, blocks: int) -> Tensor:
@@ -311,25 +315,27 @@ class PamLanguageModel(nn.Module):
         record_logits: bool | None = None,
         *,
         block_index: Tensor | Sequence[int] | None = None,
-        share_prefix: bool = True,
+        shared_prefill: bool = True,
+        prefix_once: bool = False,
     ):
         """Splice the visual blocks and decode; returns :class:`~perceive_anything.generation.GenerationOutput`
         whose ``sequences`` hold the new tokens only (generation starts from ``inputs_embeds``).
 
         ``block_index`` (B,) names each row's block when rows share one (several tasks of one region:
-        ``visual_blocks`` then holds each distinct block once). With ``share_prefix``, rows that share
-        the text before the placeholder (the chat template's system and user header, the same for
-        every task) are prefilled as a :class:`~perceive_anything.generation.SharedPrompt`: that text
-        once for all rows, each block once on top of it, then each row's task text on a copy of its
-        block's KV cache. A single row, and a run under :meth:`capturing` (which records the whole
-        ``inputs_embeds``), take the one-pass path."""
+        ``visual_blocks`` then holds each distinct block once). With ``shared_prefill``, rows that share
+        a block and the text before the placeholder (the chat template's system and user header, the
+        same for every task) are prefilled as a :class:`~perceive_anything.generation.SharedPrompt`:
+        header and block once, then each row's task text on a copy of that KV cache.
+        ``prefix_once`` prefills the header once for all blocks too (slower with SDPA on PAM's prompts;
+        see ``SharedPrompt``). A single row, rows that share no block, and a run under
+        :meth:`capturing` (which records the whole ``inputs_embeds``) take the one-pass path."""
         from ..generation import GenerationSettings, generate
 
         settings = settings if settings is not None else GenerationSettings()
         record = (self._capture is not None) if record_logits is None else record_logits
         prompt = None
-        if share_prefix and self._capture is None:
-            prompt = self.shared_prompt(input_ids, visual_blocks, attention_mask, block_index)
+        if shared_prefill and self._capture is None:
+            prompt = self.shared_prompt(input_ids, visual_blocks, attention_mask, block_index, prefix_once)
         if prompt is not None:
             return generate(self.llm, prompt, None, settings, generator=generator, on_token=on_token,
                             record_logits=record)
