@@ -41,3 +41,24 @@ def test_shape_probe_rejects_an_unknown_hiera_field(tmp_path):
     assert proc.returncode != 0
     assert "SegmenterConfig has no field 'no_such_field'" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_compile_decode_measures_eager_and_compiled_decoding(tmp_path):
+    """benchmarks/compile_decode.py on the embedded model, 3 tokens: both sides timed, same tokens."""
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile (inductor) needs a C++ compiler on the CPU")
+    out = tmp_path / "compile.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compile_decode.py"), "--models", "embedded", "--rows", "2",
+         "--tokens", "3", "--runs", "1", "--variants", "ours", "--out", str(out)],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
+    (row,) = result["results"]
+    assert (row["variant"], row["model"], row["rows"], row["tokens"]) == ("ours", "embedded", 2, 3)
+    assert row["eager_step_ms"] > 0 and row["compiled_step_ms"] > 0
+    assert row["first_compiled_generate_s"] >= row["compiled_generate_s"]
+    assert row["same_tokens"] is True

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from perceive_anything.generation import GenerationSettings, generate, process_logits, stream
+from perceive_anything.generation import GenerationSettings, SharedPrompt, generate, process_logits, stream
 
 VOCAB = 64
 
@@ -110,6 +110,55 @@ def test_left_padded_batch_equals_unbatched(llm):
     for row in range(2):
         assert out.sequences[row].tolist() == single[row].sequences[0].tolist()
         assert torch.allclose(out.step_logits[:, row], single[row].step_logits[:, 0], atol=1e-5)
+
+
+def _flat_rows(prefix, segments, segment_of_row, suffixes):
+    """The rows of a SharedPrompt written out in full and left-padded: the one-pass reference."""
+    rows = [torch.cat([prefix, segments[g], x]) for g, x in zip(segment_of_row, suffixes)]
+    width = max(r.shape[0] for r in rows)
+    batch = torch.zeros(len(rows), width, rows[0].shape[1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        batch[i, width - r.shape[0]:] = r
+        mask[i, width - r.shape[0]:] = 1
+    return batch, mask
+
+
+@pytest.mark.parametrize("prefix_len,prefix_once", [(0, False), (5, False), (5, True)])
+def test_shared_prompt_decodes_like_the_rows_written_out(llm, prefix_len, prefix_once):
+    """Each segment (behind the prefix, or on the prefix's cache prefilled once) once for its rows,
+    suffixes of different lengths padded after the segment: same tokens and logits as the full rows
+    left-padded in one pass, and as each row alone."""
+    g = torch.Generator().manual_seed(11)
+    prefix = torch.randn(prefix_len, 32, generator=g)
+    segments = torch.randn(3, 6, 32, generator=g)
+    segment_of_row = [0, 0, 1, 2, 2, 1]
+    suffixes = [torch.randn(n, 32, generator=g) for n in (4, 1, 7, 2, 4, 3)]
+    eos = int(generate(llm, torch.cat([prefix, segments[0], suffixes[0]])[None],
+                       settings=GenerationSettings(max_new_tokens=3)).sequences[0, 2])
+    settings = GenerationSettings(max_new_tokens=9, repetition_penalty=1.2, eos_token_id=[eos], pad_token_id=0)
+    shared = generate(llm, SharedPrompt(prefix, segments, segment_of_row, suffixes, prefix_once=prefix_once),
+                      settings=settings, record_logits=True)
+    batch, mask = _flat_rows(prefix, segments, segment_of_row, suffixes)
+    flat = generate(llm, batch, mask, settings=settings, record_logits=True)
+    assert torch.equal(shared.sequences, flat.sequences) and torch.equal(shared.lengths, flat.lengths)
+    assert torch.allclose(shared.step_logits, flat.step_logits, atol=1e-5)
+    assert int(shared.lengths.min()) < 9  # the EOS stopped a row early while others went on
+    for row in range(len(suffixes)):
+        alone = generate(llm, batch[row : row + 1, int((mask[row] == 0).sum()):], settings=settings)
+        assert shared.row_tokens(row) == alone.row_tokens(0)
+
+
+def test_shared_prompt_checks_its_parts():
+    h = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="suffix of at least one"):
+        SharedPrompt(h, torch.zeros(1, 3, 8), [0], [torch.zeros(0, 8)])
+    with pytest.raises(ValueError, match="index the 1 segments"):
+        SharedPrompt(h, torch.zeros(1, 3, 8), [1], [torch.zeros(2, 8)])
+    with pytest.raises(ValueError, match="one segment per row"):
+        SharedPrompt(h, torch.zeros(1, 3, 8), [0, 0], [torch.zeros(2, 8)])
+    with pytest.raises(ValueError, match="width 8"):
+        SharedPrompt(h, torch.zeros(1, 3, 8), [0], [torch.zeros(2, 4)])
 
 
 def test_batch_rows_finish_independently(llm):

@@ -54,6 +54,18 @@ def test_speed_benchmark_image1_reports_and_reproduces_the_fixture_text(shared_d
     assert run["texts"] == [golden_case("case_A_image_box_detailcap_en").manifest["outputs"]["text"]]
 
 
+def test_speed_benchmark_runs_the_ours_only_multi_task_scenario(shared_dir, tmp_path):
+    """image16x3: the 16 boxes x 3 tasks in one call; ours only (never sent to the official side)."""
+    speed = _speed_module()
+    result = _run_speed(["--scenarios", "image16x3", "--runs", "1", "--threads", "1"], tmp_path)
+    scen = result["scenarios"]["image16x3"]
+    assert "image16x3" in speed.OURS_ONLY and "image16x3" not in speed.SCENARIOS
+    assert scen["official"] == [] and len(scen["ours"]) == 1
+    texts = scen["ours"][0]["texts"]
+    assert len(texts) == 16 * len(speed.MULTI_TASKS) and all(isinstance(t, str) for t in texts)
+    assert scen["summary"]["ours_decode_tokens_per_s"] > 0
+
+
 def test_speed_benchmark_rejects_an_unknown_scenario(shared_dir, tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--scenarios", "image2", "--out",
                            str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)

@@ -49,6 +49,19 @@ def test_video_two_objects_every_frame(tiny_pam, clip_mp4):
     assert np.array_equal(rle_to_mask(d["objects"][0]["masks_rle"][3]), res[0].mask(3))
 
 
+def test_video_tasks_sharing_one_block_answer_as_each_task_alone(tiny_pam, clip_mp4):
+    """Two tasks of one object decode on one prefill of its 16-frame block (SharedPrompt); each
+    task asked alone is one row in one pass. Same tokens."""
+    path, video = clip_mp4
+    question = "Where does it go?"
+    both = tiny_pam.perceive_video(path, _box(video, 0, 0), num_frames=8, task=["video_caption", "question"],
+                                   question=question, max_new_tokens=12)
+    alone = [tiny_pam.perceive_video(path, _box(video, 0, 0), num_frames=8, task=t, max_new_tokens=12,
+                                     **({"question": question} if t == "question" else {}))[0].outputs[0]
+             for t in ("video_caption", "question")]
+    assert [o.token_ids for o in both[0].outputs] == [o.token_ids for o in alone]
+
+
 def test_short_video_uses_repeated_frames(tiny_pam, clip_mp4):
     path, video = clip_mp4
     res = tiny_pam.perceive_video(path, _box(video, 0, 0), num_frames=5)

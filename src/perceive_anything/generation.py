@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "GenerationSettings",
     "GenerationOutput",
+    "SharedPrompt",
     "StepEvent",
     "process_logits",
     "stream",
@@ -203,6 +204,53 @@ def _cache_keyword(llm) -> str:
     return "past_key_values"
 
 
+@dataclass
+class SharedPrompt:
+    """Rows whose inputs are ``prefix + segments[segment_of_row[b]] + suffixes[b]``, prefilled so that
+    what rows share is computed once: each of the G ``segments`` (G, N, H), behind the ``prefix``
+    (P, H; P may be 0), once for all the rows that name it, then every row's own ``suffix``
+    (s_b >= 1, H) on a copy of its segment's KV cache. Suffixes of different lengths are padded
+    between the segment and the suffix (masked, with positions counting real tokens only), so a row
+    decodes as it would alone. Used for a region's visual block shared by several tasks.
+
+    ``prefix_once`` also prefills the prefix once for all segments (batch 1, then repeated). It is off
+    by default because it does not pay with SDPA: the segments then attend to a cache they do not
+    start, so their attention needs a materialised causal mask instead of the ``is_causal`` kernel,
+    and for PAM's prompts (a 14-20-token chat header before ~1,000 visual tokens) that costs more
+    than the header saves (``docs/speed.md``)."""
+
+    prefix: Tensor
+    segments: Tensor
+    segment_of_row: Tensor
+    suffixes: list[Tensor]
+    prefix_once: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prefix.dim() != 2 or self.segments.dim() != 3:
+            raise ValueError(f"prefix must be (P, H) and segments (G, N, H), got {tuple(self.prefix.shape)} "
+                             f"and {tuple(self.segments.shape)}")
+        h = self.segments.shape[-1]
+        if self.prefix.shape[-1] != h or any(x.dim() != 2 or x.shape[-1] != h for x in self.suffixes):
+            raise ValueError(f"prefix, segments and suffixes must all have width {h}")
+        if self.segments.shape[1] == 0:
+            raise ValueError("segments must not be empty")
+        if not self.suffixes or any(x.shape[0] == 0 for x in self.suffixes):
+            raise ValueError("every row needs a suffix of at least one position")
+        self.segment_of_row = torch.as_tensor(self.segment_of_row, dtype=torch.long, device=self.segments.device)
+        if self.segment_of_row.shape != (len(self.suffixes),):
+            raise ValueError(f"segment_of_row must name one segment per row ({len(self.suffixes)} rows)")
+        if bool(((self.segment_of_row < 0) | (self.segment_of_row >= self.segments.shape[0])).any()):
+            raise ValueError(f"segment_of_row must index the {self.segments.shape[0]} segments")
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.suffixes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.segments.device
+
+
 def _make_generator(settings: GenerationSettings, generator: torch.Generator | None, device: torch.device):
     if generator is not None or settings.seed is None:
         return generator
@@ -211,25 +259,82 @@ def _make_generator(settings: GenerationSettings, generator: torch.Generator | N
     return g
 
 
-@torch.no_grad()
-def stream(
-    llm,
-    inputs_embeds: Tensor,
-    attention_mask: Tensor | None = None,
-    settings: GenerationSettings | None = None,
-    generator: torch.Generator | None = None,
-) -> Iterator[StepEvent]:
-    """Yield one :class:`StepEvent` per decoding step until every row emitted an EOS id or
-    ``max_new_tokens`` were produced. Rows may be left-padded (``attention_mask`` 0 on pads)."""
+def _new_cache(llm) -> dict:
+    """An empty ``DynamicCache`` under the keyword ``llm.forward`` takes it by."""
     from transformers import DynamicCache
 
-    settings = settings or GenerationSettings()
+    return {_cache_keyword(llm): DynamicCache(config=llm.config)}
+
+
+def _prefill(llm, inputs_embeds: Tensor, attention_mask: Tensor | None):
+    """One forward over left-padded rows. Returns (output, the ``llm`` keyword holding the KV cache,
+    attention mask, position of each row's next token)."""
     b, length, _ = inputs_embeds.shape
     device = inputs_embeds.device
     if attention_mask is None:
         attention_mask = torch.ones((b, length), dtype=torch.long, device=device)
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
-    if bool((attention_mask[:, -1] == 0).any()):
+    # Positions count only attended tokens, so a left-padded row sees the same RoPE phases as alone.
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    cache_kw = _new_cache(llm)
+    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+              use_cache=True, logits_to_keep=1, **cache_kw)
+    return out, cache_kw, attention_mask, position_ids[:, -1:] + 1
+
+
+def _prefill_shared(llm, prompt: SharedPrompt):
+    """:class:`SharedPrompt`'s three stages on one KV cache; same returns as :func:`_prefill`."""
+    device = prompt.device
+    p = prompt.prefix.shape[0]
+    g, n, h = prompt.segments.shape
+    cache_kw = _new_cache(llm)
+    (cache,) = cache_kw.values()
+    if prompt.prefix_once and p:
+        llm(inputs_embeds=prompt.prefix[None], position_ids=torch.arange(p, device=device)[None],
+            use_cache=True, logits_to_keep=1, **cache_kw)
+        if g > 1:
+            cache.batch_repeat_interleave(g)
+        llm(inputs_embeds=prompt.segments, position_ids=(p + torch.arange(n, device=device))[None].expand(g, n),
+            use_cache=True, logits_to_keep=1, **cache_kw)
+    else:
+        heads = torch.cat([prompt.prefix.to(prompt.segments.dtype)[None].expand(g, p, h), prompt.segments], dim=1)
+        llm(inputs_embeds=heads, position_ids=torch.arange(p + n, device=device)[None].expand(g, p + n),
+            use_cache=True, logits_to_keep=1, **cache_kw)
+    rows = prompt.segment_of_row
+    if not (rows.shape[0] == g and bool((rows == torch.arange(g, device=device)).all())):
+        cache.batch_select_indices(rows)
+    b = prompt.batch_size
+    lengths = [x.shape[0] for x in prompt.suffixes]
+    width = max(lengths)
+    suffix = torch.zeros((b, width, h), dtype=prompt.segments.dtype, device=device)
+    attention_mask = torch.ones((b, p + n + width), dtype=torch.long, device=device)
+    for row, x in enumerate(prompt.suffixes):
+        suffix[row, width - x.shape[0]:] = x.to(suffix.dtype)
+        attention_mask[row, p + n : p + n + width - x.shape[0]] = 0
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)[:, p + n:]
+    out = llm(inputs_embeds=suffix, attention_mask=attention_mask, position_ids=position_ids,
+              use_cache=True, logits_to_keep=1, **cache_kw)
+    return out, cache_kw, attention_mask, position_ids[:, -1:] + 1
+
+
+@torch.no_grad()
+def stream(
+    llm,
+    inputs_embeds: Tensor | SharedPrompt,
+    attention_mask: Tensor | None = None,
+    settings: GenerationSettings | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[StepEvent]:
+    """Yield one :class:`StepEvent` per decoding step until every row emitted an EOS id or
+    ``max_new_tokens`` were produced. Rows may be left-padded (``attention_mask`` 0 on pads), or given
+    as a :class:`SharedPrompt` (then without ``attention_mask``)."""
+    settings = settings or GenerationSettings()
+    shared = isinstance(inputs_embeds, SharedPrompt)
+    if shared and attention_mask is not None:
+        raise ValueError("a SharedPrompt carries its own padding; pass no attention_mask")
+    b = inputs_embeds.batch_size if shared else inputs_embeds.shape[0]
+    device = inputs_embeds.device
+    if not shared and attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
         raise ValueError("rows must be left-padded: the last position of every row has to be attended")
     pad_id = settings.pad_token_id
     if pad_id is None:
@@ -239,19 +344,10 @@ def stream(
     if settings.max_new_tokens == 0:
         return
 
-    # Positions count only attended tokens, so a left-padded row sees the same RoPE phases as alone.
-    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=llm.config)
-    cache_kw = {_cache_keyword(llm): cache}
-    out = llm(
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-        **cache_kw,
-    )
-    next_pos = position_ids[:, -1:] + 1
+    if shared:
+        out, cache_kw, attention_mask, next_pos = _prefill_shared(llm, inputs_embeds)
+    else:
+        out, cache_kw, attention_mask, next_pos = _prefill(llm, inputs_embeds, attention_mask)
     generated = torch.empty((b, 0), dtype=torch.long, device=device)
     unfinished = torch.ones(b, dtype=torch.bool, device=device)
     for step in range(settings.max_new_tokens):
@@ -284,7 +380,7 @@ def stream(
 @torch.no_grad()
 def generate(
     llm,
-    inputs_embeds: Tensor,
+    inputs_embeds: Tensor | SharedPrompt,
     attention_mask: Tensor | None = None,
     settings: GenerationSettings | None = None,
     generator: torch.Generator | None = None,
@@ -294,7 +390,7 @@ def generate(
     """Run :func:`stream` to the end. ``on_token`` is called with every :class:`StepEvent`;
     ``record_logits`` keeps the raw logits and processed scores of every step."""
     settings = settings or GenerationSettings()
-    b = inputs_embeds.shape[0]
+    b = inputs_embeds.batch_size if isinstance(inputs_embeds, SharedPrompt) else inputs_embeds.shape[0]
     device = inputs_embeds.device
     steps: list[Tensor] = []
     actives: list[Tensor] = []

@@ -400,8 +400,9 @@ class PerceiveAnything:
         callback = None
         if on_token is not None:
             callback = self._token_callback(on_token, rows, list(tasks or prompts_text))
-        out = lang_model.generate(input_ids.to(self.device), [blocks[o] for o, _ in rows], settings,
-                                  attention_mask=attn.to(self.device), on_token=callback)
+        out = lang_model.generate(input_ids.to(self.device), [blocks[o] for o in objs], settings,
+                                  attention_mask=attn.to(self.device), on_token=callback,
+                                  block_index=[objs.index(o) for o, _ in rows])
         result: dict[int, list[tuple[str, list[int]]]] = {o: [] for o in objs}
         for row, (o, _) in enumerate(rows):
             toks = out.row_tokens(row)
@@ -644,7 +645,8 @@ class PerceiveAnything:
     ) -> dict[tuple[int, int], tuple[str, list[int]]]:
         """LLM answers for every (region, task) of image visual ``blocks`` (R, Nv, H), ``max_batch`` rows
         per generate call. Returns (region, task index) -> (text, token ids)."""
-        # One LLM row per (region, task); rows of different tasks differ in length and are left-padded.
+        # One LLM row per (region, task); the chat header before the visual block is prefilled once per
+        # call and each region's block once for all its tasks (PamLanguageModel.generate, SharedPrompt).
         ids_per_task = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts]
         rows = [(r, ti) for r in range(blocks.shape[0]) for ti in range(len(tasks))]
         texts: dict[tuple[int, int], tuple[str, list[int]]] = {}
@@ -652,10 +654,11 @@ class PerceiveAnything:
         for start in range(0, len(rows), max_batch):
             chunk = rows[start : start + max_batch]
             input_ids, attn = pad_token_rows([ids_per_task[ti] for _, ti in chunk], pad_id, side="left")
-            vis = blocks[[r for r, _ in chunk]]
+            regions = sorted({r for r, _ in chunk})
             callback = self._token_callback(on_token, chunk, tasks) if on_token is not None else None
             out = self.model.language.generate(
-                input_ids.to(self.device), vis, settings, attention_mask=attn.to(self.device), on_token=callback
+                input_ids.to(self.device), blocks[regions], settings, attention_mask=attn.to(self.device),
+                on_token=callback, block_index=[regions.index(r) for r, _ in chunk],
             )
             for row, (r, ti) in enumerate(chunk):
                 token_ids = out.row_tokens(row)

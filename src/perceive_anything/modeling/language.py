@@ -47,6 +47,11 @@ def pad_token_rows(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left
     return ids, mask
 
 
+def _block_list(visual_blocks: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """Visual blocks given as (B, Nv, H) or as a list of (Nv_b, H), as a list."""
+    return list(visual_blocks.unbind(0)) if isinstance(visual_blocks, Tensor) else list(visual_blocks)
+
+
 class PamLanguageModel(nn.Module):
     """Perceiver + projectors + separators + ``Qwen2ForCausalLM`` (tied head, SDPA attention).
 
@@ -244,6 +249,60 @@ class PamLanguageModel(nn.Module):
         return inputs_embeds, merged_mask, visual_mask
 
     # ------------------------------------------------------------------ generation
+    def shared_prompt(
+        self,
+        input_ids: Tensor,
+        visual_blocks: Tensor | Sequence[Tensor],
+        attention_mask: Tensor | None = None,
+        block_index: Tensor | Sequence[int] | None = None,
+        prefix_once: bool = False,
+    ):
+        """The rows as a :class:`~perceive_anything.generation.SharedPrompt` (the text before the
+        placeholder and each block once; each row's text after it on a copy of its block's KV cache),
+        or None when they share nothing that way: no block serving two rows (unless ``prefix_once``,
+        the text before the placeholder once for all blocks), rows whose text before the placeholder
+        differs, blocks of different lengths, a row ending at its placeholder. Arguments as for
+        :meth:`generate`."""
+        from ..generation import SharedPrompt
+
+        blocks = _block_list(visual_blocks)
+        b = input_ids.shape[0]
+        index = self._block_index(block_index, b, len(blocks))
+        shares_a_block = len(set(index.tolist())) < b
+        if b < 2 or not (shares_a_block or prefix_once) or len({blk.shape[0] for blk in blocks}) != 1:
+            return None
+        keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(torch.bool)
+        prefix, suffixes = None, []
+        for row in range(b):
+            ids = input_ids[row][keep[row]]
+            at = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
+            if at.numel() != 1:
+                return None  # the one-pass path names the problem
+            head, tail = ids[: int(at[0])], ids[int(at[0]) + 1 :]
+            if tail.numel() == 0 or (prefix is not None and not torch.equal(head, prefix)):
+                return None
+            prefix = head
+            suffixes.append(tail)
+        embed = self.llm.get_input_embeddings()
+        texts = embed(torch.cat([prefix, *suffixes]))
+        parts = texts.split([prefix.numel()] + [x.numel() for x in suffixes])
+        return SharedPrompt(prefix=parts[0], segments=torch.stack(blocks).to(texts.dtype), segment_of_row=index,
+                            suffixes=list(parts[1:]), prefix_once=prefix_once)
+
+    @staticmethod
+    def _block_index(block_index, rows: int, blocks: int) -> Tensor:
+        """``block_index`` checked against ``rows`` and ``blocks``; None means one block per row."""
+        if block_index is None:
+            if blocks != rows:
+                raise ValueError(f"got {blocks} visual blocks for {rows} rows (pass block_index to share blocks)")
+            return torch.arange(rows)
+        index = torch.as_tensor(block_index, dtype=torch.long).cpu()
+        if index.shape != (rows,):
+            raise ValueError(f"block_index must name one block per row ({rows} rows), got shape {tuple(index.shape)}")
+        if bool(((index < 0) | (index >= blocks)).any()):
+            raise ValueError(f"block_index must index the {blocks} visual blocks, got {index.tolist()}")
+        return index
+
     @torch.no_grad()
     def generate(
         self,
@@ -254,14 +313,36 @@ class PamLanguageModel(nn.Module):
         generator: torch.Generator | None = None,
         on_token: Callable[[Any], None] | None = None,
         record_logits: bool | None = None,
+        *,
+        block_index: Tensor | Sequence[int] | None = None,
+        shared_prefill: bool = True,
+        prefix_once: bool = False,
     ):
         """Splice the visual blocks and decode; returns :class:`~perceive_anything.generation.GenerationOutput`
-        whose ``sequences`` hold the new tokens only (generation starts from ``inputs_embeds``)."""
+        whose ``sequences`` hold the new tokens only (generation starts from ``inputs_embeds``).
+
+        ``block_index`` (B,) names each row's block when rows share one (several tasks of one region:
+        ``visual_blocks`` then holds each distinct block once). With ``shared_prefill``, rows that share
+        a block and the text before the placeholder (the chat template's system and user header, the
+        same for every task) are prefilled as a :class:`~perceive_anything.generation.SharedPrompt`:
+        header and block once, then each row's task text on a copy of that KV cache.
+        ``prefix_once`` prefills the header once for all blocks too (slower with SDPA on PAM's prompts;
+        see ``SharedPrompt``). A single row, rows that share no block, and a run under
+        :meth:`capturing` (which records the whole ``inputs_embeds``) take the one-pass path."""
         from ..generation import GenerationSettings, generate
 
         settings = settings if settings is not None else GenerationSettings()
-        embeds, mask, _ = self.build_inputs_embeds(input_ids, visual_blocks, attention_mask)
         record = (self._capture is not None) if record_logits is None else record_logits
+        prompt = None
+        if shared_prefill and self._capture is None:
+            prompt = self.shared_prompt(input_ids, visual_blocks, attention_mask, block_index, prefix_once)
+        if prompt is not None:
+            return generate(self.llm, prompt, None, settings, generator=generator, on_token=on_token,
+                            record_logits=record)
+        if block_index is not None:
+            blocks = _block_list(visual_blocks)
+            visual_blocks = [blocks[i] for i in self._block_index(block_index, input_ids.shape[0], len(blocks)).tolist()]
+        embeds, mask, _ = self.build_inputs_embeds(input_ids, visual_blocks, attention_mask)
         out = generate(self.llm, embeds, mask, settings, generator=generator, on_token=on_token, record_logits=record)
         if self._capture is not None:
             self._capture.update(out.capture_dict())
