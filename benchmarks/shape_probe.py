@@ -2,7 +2,7 @@
 embedded model's label accuracy.
 
     python benchmarks/shape_probe.py [--trunk hiera|cnn|crop-cnn] [--steps 2000] [--hiera '{"embed_dim": 32}']
-        [--crop-steps N --crop-mode box|window|zoom --crop-size 64] [--dense W]
+        [--crop-steps N --crop-mode box|window|zoom --crop-size 64] [--dense W] [--box-readout PIXELS]
 
 ``hiera``: the tiny-shapes SAM 2 image encoder (optionally with ``SegmenterConfig`` overrides),
 from scratch as in the recipe, trained on nothing but region classification: each prompted region's
@@ -21,7 +21,8 @@ six-layer CNN. It shows whether the pixels make shape learnable at all in that m
 out of their scenes (``--crop-mode box``: the region's box resized to ``--crop-size``; ``window``: a
 ``--crop-size`` window at the scene's own scale; ``zoom``: from box crops at step 0 to scene-sized
 windows at scene scale at step N), then on scenes. ``--dense W``: add a per-cell term (every stride-16
-cell a region covers names its shape and colour), weight W.
+cell a region covers names its shape and colour), weight W. ``--box-readout PIXELS``: pool over the
+region's box grown by PIXELS instead of its mask, so the background around the silhouette counts.
 
 Both see the same generated scenes (batches of 8 scenes of 2-6 objects, up to 6 regions each) and
 report held-out shape and colour accuracy every ``--eval-every`` steps (chance: 1/16 shape,
@@ -83,10 +84,22 @@ class HieraProbe(nn.Module):
         return [head(pooled) for head in self.heads]
 
 
+READOUT = {"margin": 0}  # --box-readout: pool over the region's box grown by this many pixels instead
+
+
 def mask_pool(embed: torch.Tensor, batch) -> torch.Tensor:
-    """(R, C): each region's (B, C, F, F) image-embedding cells averaged, weighted by mask coverage."""
+    """(R, C): each region's (B, C, F, F) image-embedding cells averaged, weighted by mask coverage
+    (or by the coverage of its box grown by ``READOUT["margin"]`` pixels, background included)."""
     embed = embed[torch.tensor(batch.image_index)]
-    weight = F.adaptive_avg_pool2d(batch.masks[:, None].float(), embed.shape[-1])
+    masks = batch.masks[:, None].float()
+    if READOUT["margin"]:
+        m = READOUT["margin"]
+        rows, cols = masks.amax(3, keepdim=True), masks.amax(2, keepdim=True)  # (R,1,H,1), (R,1,1,W)
+        grow = lambda x: F.max_pool1d(x.flatten(1)[:, None], 2 * m + 1, 1, m)[:, 0]  # noqa: E731
+        rows = grow(rows).view(masks.shape[0], 1, -1, 1)
+        cols = grow(cols).view(masks.shape[0], 1, 1, -1)
+        masks = rows * cols
+    weight = F.adaptive_avg_pool2d(masks, embed.shape[-1])
     return (embed * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
 
 
@@ -304,12 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop-size", type=int, default=64)
     ap.add_argument("--dense", type=float, default=0.0,
                     help="hiera: weight of a per-cell term (every covered stride-16 cell names its region)")
+    ap.add_argument("--box-readout", type=int, default=0, metavar="PIXELS",
+                    help="pool each region's embedding over its box grown by PIXELS (background around the "
+                         "object included) instead of over its mask")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON path (default: benchmarks/results/shape_probe_<trunk>.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    READOUT["margin"] = args.box_readout
     result = run(args.trunk, args.steps, args.lr, args.eval_every, json.loads(args.hiera), args.seed,
                  args.crop_steps, args.crop_mode, args.crop_size, args.dense)
     report(result, args.out or RESULTS / f"shape_probe_{args.trunk}.json")
