@@ -64,6 +64,8 @@ def test_pam_train_needs_recipe_or_data(tmp_path, capsys):
     (["--recipe", "shapes", "--start-phase", "sam-exit-head"], ["--init-from, --start-phase) go together"]),
     (["--recipe", "shapes", "--init-from", "x", "--start-phase", "warm-up"], ["'warm-up' is not a phase", "sam-exit-head"]),
     (["--data", "d.yaml", "--model", "tiny-shapes", "--start-phase", "x"], ["--start-phase", "only for --recipe"]),
+    (["--recipe", "shapes", "--init-from", "no/such/folder", "--start-phase", "sam-exit-head"],
+     ["model folder not found: no/such/folder"]),
     # without CUDA "no cuda device", with it "has N CUDA device(s)": refused either way
     (["--recipe", "shapes", "--device", "cuda:99"], ["--device 'cuda:99'"]),
 ])

@@ -194,6 +194,13 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
         if start_phase not in names:
             raise ValueError(f"start_phase {start_phase!r} is not a phase of this recipe: {names}")
         first = names.index(start_phase)
+    loaded = None
+    if init_from is not None:  # read before anything is written: a bad folder leaves no trace
+        from ..checkpoints import load_pretrained
+
+        loaded = load_pretrained(str(init_from))
+        if len(loaded.tokenizer) != len(tokenizer) or loaded.tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"{init_from}: its tokenizer is not the shapes recipe's (seed {seed})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -201,12 +208,7 @@ def train_shapes(out: str | os.PathLike, *, steps_scale: float = 1.0, seed: int 
     config.tokenizer_vocab_size = len(tokenizer)
     torch.manual_seed(seed)
     model = PamModel(config)
-    if init_from is not None:
-        from ..checkpoints import load_pretrained
-
-        loaded = load_pretrained(str(init_from))
-        if len(loaded.tokenizer) != len(tokenizer) or loaded.tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise ValueError(f"{init_from}: its tokenizer is not the shapes recipe's (seed {seed})")
+    if loaded is not None:
         model.load_state_dict(loaded.model.state_dict(), strict=True)  # same preset: a name or shape mismatch raises
     elif segmenter:
         from .segmentation import init_for_training
