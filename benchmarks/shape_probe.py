@@ -2,7 +2,7 @@
 embedded model's label accuracy.
 
     python benchmarks/shape_probe.py [--trunk hiera|cnn|crop-cnn] [--steps 2000] [--hiera '{"embed_dim": 32}']
-        [--crop-steps N --crop-mode box|window|zoom --crop-size 64] [--dense W] [--box-readout PIXELS]
+        [--crop-steps N --crop-mode box|window|zoom --crop-size 64] [--dense W] [--box-readout PIXELS] [--upscale K]
 
 ``hiera``: the tiny-shapes SAM 2 image encoder (optionally with ``SegmenterConfig`` overrides),
 from scratch as in the recipe, trained on nothing but region classification: each prompted region's
@@ -23,6 +23,7 @@ out of their scenes (``--crop-mode box``: the region's box resized to ``--crop-s
 windows at scene scale at step N), then on scenes. ``--dense W``: add a per-cell term (every stride-16
 cell a region covers names its shape and colour), weight W. ``--box-readout PIXELS``: pool over the
 region's box grown by PIXELS instead of its mask, so the background around the silhouette counts.
+``--upscale K``: feed the scenes at K times their size (a larger input for the same world).
 
 Both see the same generated scenes (batches of 8 scenes of 2-6 objects, up to 6 regions each) and
 report held-out shape and colour accuracy every ``--eval-every`` steps (chance: 1/16 shape,
@@ -85,6 +86,14 @@ class HieraProbe(nn.Module):
 
 
 READOUT = {"margin": 0}  # --box-readout: pool over the region's box grown by this many pixels instead
+
+
+def upscaled(batch, factor: int) -> UpscaledBatch:
+    """The scenes at ``factor`` x their size (bilinear pixels, nearest masks): objects span ``factor``
+    x as many stride-16 cells, as with a larger input size for the same world."""
+    pix = F.interpolate(batch.pixels, scale_factor=factor, mode="bilinear", align_corners=False)
+    msk = F.interpolate(batch.masks[:, None].float(), scale_factor=factor, mode="nearest")[:, 0]
+    return UpscaledBatch(pix, msk, batch.classes, list(batch.image_index))
 
 
 def mask_pool(embed: torch.Tensor, batch) -> torch.Tensor:
@@ -169,6 +178,17 @@ class CropBatch:
         return len(self.masks)
 
 
+@dataclass
+class UpscaledBatch:
+    pixels: torch.Tensor
+    masks: torch.Tensor
+    classes: torch.Tensor
+    image_index: list[int]
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
 def window_crops(batch, size: int, rng: torch.Generator) -> CropBatch:
     """Each region in a ``size`` window of its scene at the scene's own scale (no resize), its centre
     jittered by up to a quarter window: the object and some of its neighbours, as in the scene."""
@@ -235,7 +255,8 @@ class CropCnnProbe(nn.Module):
 
 
 def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: int,
-        crop_steps: int = 0, crop_mode: str = "box", crop_size: int = 64, dense: float = 0.0) -> dict:
+        crop_steps: int = 0, crop_mode: str = "box", crop_size: int = 64, dense: float = 0.0,
+        upscale: int = 1) -> dict:
     from perceive_anything.training.segmentation import ImageSegmentationTask, semantic_class_counts
     from perceive_anything.training.synthetic import REGION_ATTRIBUTES
 
@@ -246,6 +267,8 @@ def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: i
     model.train()
     task = ImageSegmentationTask(regions_per_image=6, num_objects=(2, 6))
     heldout = [task.make_batch(10**6 + k, 0, 1, 8, seed + 1) for k in range(3)]
+    if upscale > 1:
+        heldout = [upscaled(b, upscale) for b in heldout]
     if crop_steps >= steps and crop_mode != "zoom":  # crops only: judge the crop task itself (zoom ends at scenes)
         heldout = [box_crops(b, crop_size) if crop_mode == "box" else window_crops(b, crop_size, torch.Generator())
                    for b in heldout]
@@ -276,6 +299,8 @@ def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: i
         if step == steps:
             break
         batch = task.make_batch(step, 0, 1, 8, seed)
+        if upscale > 1:
+            batch = upscaled(batch, upscale)
         if step < crop_steps:  # curriculum: the trunk first sees each region cut out of its scene
             if crop_mode == "zoom":
                 batch = zoom_crops(batch, step / crop_steps, gen)
@@ -293,7 +318,7 @@ def run(trunk: str, steps: int, lr: float, eval_every: int, hiera: dict, seed: i
         opt.step()
     return {
         "trunk": trunk, "crop_curriculum": {"steps": crop_steps, "mode": crop_mode, "size": crop_size} if crop_steps else None,
-        "dense_weight": dense or None, "hiera_overrides": hiera if trunk == "hiera" else None,
+        "dense_weight": dense or None, "upscale": upscale, "hiera_overrides": hiera if trunk == "hiera" else None,
         # the trunk and heads: a Hiera trunk leaves the memory modules and the mask decoder untouched
         "parameters_trained": sum(p.numel() for p in params if p.grad is not None), "steps": steps, "lr": lr,
         "chance": {f"{n}_accuracy": round(1 / c, 4) for n, c in zip(names, counts)},
@@ -320,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--box-readout", type=int, default=0, metavar="PIXELS",
                     help="pool each region's embedding over its box grown by PIXELS (background around the "
                          "object included) instead of over its mask")
+    ap.add_argument("--upscale", type=int, default=1,
+                    help="hiera: feed the scenes at this many times their size (a larger input for the same world)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON path (default: benchmarks/results/shape_probe_<trunk>.json)")
@@ -328,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     READOUT["margin"] = args.box_readout
     result = run(args.trunk, args.steps, args.lr, args.eval_every, json.loads(args.hiera), args.seed,
-                 args.crop_steps, args.crop_mode, args.crop_size, args.dense)
+                 args.crop_steps, args.crop_mode, args.crop_size, args.dense, args.upscale)
     report(result, args.out or RESULTS / f"shape_probe_{args.trunk}.json")
     return 0
 

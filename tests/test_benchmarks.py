@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("hiera", ["--crop-steps", "1", "--crop-mode", "box"]),
     ("hiera", ["--crop-steps", "1", "--crop-mode", "window", "--crop-size", "128"]),
     ("hiera", ["--crop-steps", "2", "--crop-mode", "zoom", "--dense", "1"]),
-    ("hiera", ["--box-readout", "16"]),
+    ("hiera", ["--box-readout", "16", "--upscale", "2"]),
 ])
 def test_shape_probe_runs_and_reports(trunk, extra, tmp_path):
     out = tmp_path / "probe.json"
