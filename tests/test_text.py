@@ -194,3 +194,16 @@ def test_parse_output():
     assert parse_output("definition", "spoon") == {"text": "spoon", "label": "spoon", "definition": ""}
     with pytest.raises(ValueError):
         parse_output("nope", "x")
+
+
+def test_build_prompts_routes_the_question_to_its_task_only():
+    from perceive_anything.processing.text import build_prompt, build_prompts
+
+    prompts = build_prompts(["label", "question", "brief_caption"], "en", question="What colour is it?")
+    assert prompts == [build_prompt("label", "en"), build_prompt("question", "en", question="What colour is it?"),
+                       build_prompt("brief_caption", "en")]
+    assert "What colour is it?" in prompts[1] and not any("What colour" in p for p in (prompts[0], prompts[2]))
+    for missing in (None, "  "):
+        with pytest.raises(ValueError, match="task 'question' needs question="):
+            build_prompts(["label", "question"], "en", question=missing)
+    assert build_prompts(["label"], "en", question=None) == [build_prompt("label", "en")]

@@ -219,10 +219,7 @@ class PerceiveAnything:
         for t in tasks:
             if text_proc.get_task(t).media == "video":
                 raise ValueError(f"task {t!r} is a video task; image tasks are {', '.join(IMAGE_TASKS)}")
-        if "question" in tasks and not (question and question.strip()):
-            raise ValueError("task 'question' needs question='...' (the free question to ask about the region)")
-        # the question goes to the 'question' task only, so it can be asked next to other tasks
-        prompts = [text_proc.build_prompt(t, lang, question=question if t == "question" else None) for t in tasks]
+        prompts = text_proc.build_prompts(tasks, lang, question=question)
         settings = self._settings(generation, dict(generation_overrides))
 
         enc = image if isinstance(image, EncodedImage) else self.encode(image)
@@ -449,8 +446,7 @@ class PerceiveAnything:
             if text_proc.get_task(t).media == "image":
                 raise ValueError(f"task {t!r} is an image task; video tasks are video_caption and question")
         question = generation_overrides.pop("question", None)
-        prompts_text = [text_proc.build_prompt(t, lang, history=history, question=question if t == "question" else None)
-                        for t in tasks]
+        prompts_text = text_proc.build_prompts(tasks, lang, history=history, question=question)
         settings = self._settings(generation, dict(generation_overrides))
         source = open_video(video)
         if source.info.live:

@@ -23,6 +23,7 @@ __all__ = [
     "task_prompt",
     "chat_prompt",
     "build_prompt",
+    "build_prompts",
     "official_mode",
     "tokenize_with_placeholder",
     "decode",
@@ -200,6 +201,15 @@ def build_prompt(task: str, lang: str = "en", *, history: str | None = None, que
                  system: str = DEFAULT_SYSTEM_PROMPT) -> str:
     """Full chat prompt of a task (what the official notebooks feed to ``tokenizer_image_token``)."""
     return chat_prompt(task_prompt(task, lang, history=history, question=question), system=system)
+
+
+def build_prompts(tasks: Sequence[str], lang: str = "en", *, history: str | None = None,
+                  question: str | None = None) -> list[str]:
+    """Chat prompts of several tasks asked together about one region: the free ``question`` goes to
+    the ``question`` task only, so it can be asked next to the other tasks."""
+    if "question" in tasks and not (question and question.strip()):
+        raise ValueError("task 'question' needs question='...' (the free question to ask about the region)")
+    return [build_prompt(t, lang, history=history, question=question if t == "question" else None) for t in tasks]
 
 
 def tokenize_with_placeholder(tokenizer, prompt: str, image_token: str = IMAGE_TOKEN,
