@@ -88,12 +88,12 @@ class HieraProbe(nn.Module):
 READOUT = {"margin": 0}  # --box-readout: pool over the region's box grown by this many pixels instead
 
 
-def upscaled(batch, factor: int) -> UpscaledBatch:
+def upscaled(batch, factor: int) -> ProbeBatch:
     """The scenes at ``factor`` x their size (bilinear pixels, nearest masks): objects span ``factor``
     x as many stride-16 cells, as with a larger input size for the same world."""
     pix = F.interpolate(batch.pixels, scale_factor=factor, mode="bilinear", align_corners=False)
     msk = F.interpolate(batch.masks[:, None].float(), scale_factor=factor, mode="nearest")[:, 0]
-    return UpscaledBatch(pix, msk, batch.classes, list(batch.image_index))
+    return ProbeBatch(pix, msk, batch.classes, list(batch.image_index))
 
 
 def mask_pool(embed: torch.Tensor, batch) -> torch.Tensor:
@@ -164,32 +164,23 @@ def region_crops(batch, size: int = CROP) -> torch.Tensor:
 
 
 @dataclass
-class CropBatch:
-    """Regions cut out of their scenes, in the probe batch's interface (one image per region)."""
+class ProbeBatch:
+    """Pixels, region masks and classes in the probe batch's interface. ``image_index`` names each
+    region's image; None: one image per region (regions cut out of their scenes)."""
     pixels: torch.Tensor
     masks: torch.Tensor
     classes: torch.Tensor
+    index: list[int] | None = None
 
     @property
     def image_index(self) -> list[int]:
-        return list(range(len(self.masks)))
+        return list(range(len(self.masks))) if self.index is None else self.index
 
     def __len__(self) -> int:
         return len(self.masks)
 
 
-@dataclass
-class UpscaledBatch:
-    pixels: torch.Tensor
-    masks: torch.Tensor
-    classes: torch.Tensor
-    image_index: list[int]
-
-    def __len__(self) -> int:
-        return len(self.masks)
-
-
-def window_crops(batch, size: int, rng: torch.Generator) -> CropBatch:
+def window_crops(batch, size: int, rng: torch.Generator) -> ProbeBatch:
     """Each region in a ``size`` window of its scene at the scene's own scale (no resize), its centre
     jittered by up to a quarter window: the object and some of its neighbours, as in the scene."""
     pix, msk = [], []
@@ -202,10 +193,10 @@ def window_crops(batch, size: int, rng: torch.Generator) -> CropBatch:
         m = F.pad(batch.masks[r], (size, size, size, size))
         pix.append(img[:, y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size])
         msk.append(m[y0 + size:y0 + 2 * size, x0 + size:x0 + 2 * size])
-    return CropBatch(torch.stack(pix), torch.stack(msk), batch.classes)
+    return ProbeBatch(torch.stack(pix), torch.stack(msk), batch.classes)
 
 
-def zoom_crops(batch, t: float, rng: torch.Generator, max_regions: int = 16, full: int = 256) -> CropBatch:
+def zoom_crops(batch, t: float, rng: torch.Generator, max_regions: int = 16, full: int = 256) -> ProbeBatch:
     """Crop-to-scene curriculum at progress ``t`` in [0, 1]: each region in a square window whose
     side goes from its box (x1.1) at t=0 to a scene's side at t=1, resized to an output that grows
     from 64 to ``full`` pixels, so the scale goes from box-normalised to the scene's own; the object
@@ -222,7 +213,7 @@ def zoom_crops(batch, t: float, rng: torch.Generator, max_regions: int = 16, ful
         b = max(ys.max() - ys.min(), xs.max() - xs.min()).item() + 1
         side = 1.1 * b + (full - 1.1 * b) * t
         jy, jx = ((torch.rand(2, generator=rng) - 0.5) * (side - b) * t).tolist()
-        y0, x0 = cy + jy - side / 2, cx + jy * 0 + jx - side / 2
+        y0, x0 = cy + jy - side / 2, cx + jx - side / 2
         # affine crop with zero padding outside the scene
         theta = torch.tensor([[side / full, 0.0, (x0 + side / 2) / (full / 2) - 1],
                               [0.0, side / full, (y0 + side / 2) / (full / 2) - 1]], dtype=torch.float32)
@@ -230,15 +221,15 @@ def zoom_crops(batch, t: float, rng: torch.Generator, max_regions: int = 16, ful
         pix.append(F.grid_sample(batch.pixels[img_idx][None], grid, align_corners=False)[0])
         msk.append(F.grid_sample(batch.masks[r][None, None].float(), grid, align_corners=False)[0, 0])
         cls.append(batch.classes[r])
-    return CropBatch(torch.stack(pix), torch.stack(msk), torch.stack(cls))
+    return ProbeBatch(torch.stack(pix), torch.stack(msk), torch.stack(cls))
 
 
-def box_crops(batch, size: int) -> CropBatch:
+def box_crops(batch, size: int) -> ProbeBatch:
     masks = []
     for r, img_idx in enumerate(batch.image_index):  # the mask cut like the pixels (a fake one-region batch)
-        one = CropBatch(batch.masks[r][None, None].expand(1, 3, -1, -1).float(), batch.masks[r][None], batch.classes)
+        one = ProbeBatch(batch.masks[r][None, None].expand(1, 3, -1, -1).float(), batch.masks[r][None], batch.classes)
         masks.append(region_crops(one, size)[0, 0])
-    return CropBatch(region_crops(batch, size), torch.stack(masks), batch.classes)
+    return ProbeBatch(region_crops(batch, size), torch.stack(masks), batch.classes)
 
 
 class CropCnnProbe(nn.Module):
