@@ -641,8 +641,8 @@ class PerceiveAnything:
     ) -> dict[tuple[int, int], tuple[str, list[int]]]:
         """LLM answers for every (region, task) of image visual ``blocks`` (R, Nv, H), ``max_batch`` rows
         per generate call. Returns (region, task index) -> (text, token ids)."""
-        # One LLM row per (region, task); the chat header before the visual block is prefilled once per
-        # call and each region's block once for all its tasks (PamLanguageModel.generate, SharedPrompt).
+        # One LLM row per (region, task); each region's chat header and visual block are prefilled once
+        # for all its tasks (PamLanguageModel.generate, SharedPrompt).
         ids_per_task = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts]
         rows = [(r, ti) for r in range(blocks.shape[0]) for ti in range(len(tasks))]
         texts: dict[tuple[int, int], tuple[str, list[int]]] = {}
