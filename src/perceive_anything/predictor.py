@@ -331,7 +331,7 @@ class PerceiveAnything:
         num_frames: int,
         prompts: dict[int, tuple[int, dict]],
         wh: tuple[int, int],
-        keep_mids_at: set[int],
+        llm_frames: dict[int, set[bool]],
         reverse: bool = False,
         session=None,
         on_frame: Callable[[int, Frame, dict], None] | None = None,
@@ -339,10 +339,12 @@ class PerceiveAnything:
     ) -> tuple[dict[int, dict[int, Any]], dict[int, list], Any]:
         """Track objects through ``frames`` (processed one at a time, in order).
 
-        ``prompts``: obj_id -> (position in ``frames`` of its prompt, prompt tensors). Returns
-        (mids: obj -> {position: (mid_image_embed, mid_mask_tokens)} for positions in ``keep_mids_at``,
-        per-object list of (position, rle, score, last boolean mask), the session). Only what is asked
-        for is kept: the session prunes its memory bank, frames are dropped after use.
+        ``prompts``: obj_id -> (position in ``frames`` of its prompt, prompt tensors). ``llm_frames``:
+        position -> the shuffles the LLM reads it with (``True``: as the first LLM frame; see
+        :func:`_llm_frame_needs`). Returns (tokens: obj -> {position: {first: (image, sem) projected
+        tokens}}, per-object list of (position, rle, score), the session). Only what is asked for is
+        kept: each LLM frame's SAM features become its (much smaller) LLM tokens at once, the session
+        prunes its memory bank, frames are dropped after use.
         """
         from .results import mask_to_rle
 
@@ -352,21 +354,29 @@ class PerceiveAnything:
             session = seg.new_tracking_session(num_frames=num_frames, reverse=reverse)
         for obj_id, (pos, prompt) in prompts.items():
             seg.add_prompt(session, pos, obj_id, **prompt)
+        lang = self.model.language
         mids: dict[int, dict[int, Any]] = {o: {} for o in prompts}
         tracks: dict[int, list] = {o: [] for o in prompts}
         order = range(num_frames - 1, start - 1, -1) if reverse else range(start, num_frames)
         w, h = wh
         for pos, frame in zip(order, frames):
-            pixels = preprocess_image(frame.image, size).to(self.device, self.dtype)
-            outs = seg.track_frame(session, pos, pixels)
+            features = seg.encode_image(preprocess_image(frame.image, size).to(self.device, self.dtype))
+            if self.device.type == "cpu":
+                # the encoder's freed temporaries leave the resident size before the memory attention
+                # allocates its own, so the frame's peak is the larger of the two, not their sum
+                release_freed_memory()
+            outs = seg.track_frame(session, pos, features=features)
+            del features
             per_frame = {}
             for obj_id, out in outs.items():
                 logits = seg.postprocess_masks(out.low_res_logits.float(), (h, w))[0, 0]
                 m = (logits > 0).cpu().numpy()
                 tracks.setdefault(obj_id, []).append((pos, mask_to_rle(m), float(out.object_score_logits.float()[0, 0])))
                 per_frame[obj_id] = m
-                if pos in keep_mids_at:
-                    mids.setdefault(obj_id, {})[pos] = (out.mid_image_embed, out.mid_mask_tokens)
+                if pos in llm_frames:
+                    mids.setdefault(obj_id, {})[pos] = {
+                        first: lang.video_frame_tokens(out.mid_image_embed, out.mid_mask_tokens, first, pos)
+                        for first in llm_frames[pos]}
             if on_frame is not None:
                 on_frame(pos, frame, per_frame)
             if self.device.type == "cpu":
@@ -382,14 +392,12 @@ class PerceiveAnything:
         on_token=None,
         tasks: Sequence[str] | None = None,
     ) -> dict[int, list[tuple[str, list[int]]]]:
-        """One LLM row per (object, prompt) over the frames at ``positions`` (first one at 1/2 scale)."""
+        """One LLM row per (object, prompt) over the frames at ``positions`` (first one at 1/2 scale);
+        ``mids``: the frame tokens that :meth:`_track` kept."""
         lang_model = self.model.language
         objs = sorted(mids)
-        blocks = {}
-        for o in objs:
-            frames = [mids[o][p] for p in positions]
-            blocks[o] = lang_model.video_visual_block(frames, first_flags=[i == 0 for i in range(len(frames))],
-                                                      frame_ids=positions)
+        blocks = {o: lang_model.assemble_block([mids[o][p][i == 0] for i, p in enumerate(positions)], video=True)
+                  for o in objs}
         ids = [text_proc.tokenize_with_placeholder(self.tokenizer, p) for p in prompts_text]
         rows = [(o, k) for o in objs for k in range(len(prompts_text))]
         pad_id = settings.pad_token_id if settings.pad_token_id is not None else (settings.eos_token_id or [0])[0]
@@ -462,7 +470,7 @@ class PerceiveAnything:
         parsed = parse_regions(regions, w, h)
         prompts = {i + 1: self._region_prompt(r, (w, h)) for i, r in enumerate(parsed)}
         positions = llm_frame_positions(n, self.config.video_llm_frames)
-        wanted = set(positions)
+        wanted = _llm_frame_needs(positions)
         timings = Timings()
         size = self.config.segmenter.image_size
 
@@ -483,7 +491,7 @@ class PerceiveAnything:
 
         mids_f, tracks_f, _ = self._track(
             forward_frames(), n - frame, {o: (0, pr) for o, pr in prompts.items()}, (w, h),
-            {p - frame for p in wanted if p >= frame}, on_frame=shifted(on_frame, frame),
+            {p - frame: f for p, f in wanted.items() if p >= frame}, on_frame=shifted(on_frame, frame),
         )
         mids = {o: {p + frame: v for p, v in d.items()} for o, d in mids_f.items()}
         tracks = {o: [(p + frame, r, sc) for p, r, sc in lst] for o, lst in tracks_f.items()}
@@ -493,7 +501,7 @@ class PerceiveAnything:
             earlier.clear()
             mids_b, tracks_b, _ = self._track(
                 seq, frame + 1, {o: (frame, pr) for o, pr in prompts.items()}, (w, h),
-                {p for p in wanted if p < frame}, reverse=True, on_frame=on_frame,
+                {p: f for p, f in wanted.items() if p < frame}, reverse=True, on_frame=on_frame,
             )
             del seq
             for o in mids:
@@ -601,7 +609,7 @@ class PerceiveAnything:
 
             if carry_memory:
                 clip_prompts = {o: (global_pos, pr) for o, pr in prompts.items()} if k == 0 else {}
-                wanted = {global_pos + p for p in positions}
+                wanted = {global_pos + p: f for p, f in _llm_frame_needs(positions).items()}
                 mids, _, session = self._track(clip_list, global_pos + n, clip_prompts, (w, h), wanted,
                                                session=session, on_frame=remember, start=global_pos)
                 mids = {o: {p - global_pos: v for p, v in d.items()} for o, d in mids.items()}
@@ -609,7 +617,7 @@ class PerceiveAnything:
                     mids.setdefault(o, {})
             else:
                 mids, _, _ = self._track(clip_list, n, {o: (0, pr) for o, pr in prompts.items()}, (w, h),
-                                         set(positions), on_frame=remember)
+                                         _llm_frame_needs(positions), on_frame=remember)
             global_pos += n
             prompts_text = {o: text_proc.build_prompt("stream_caption", lang, history=history[o]) for o in objects}
             texts = {}
@@ -711,6 +719,15 @@ def _task_output(task: str, lang: str, text: str, token_ids) -> TaskOutput:
     """A decoded answer with the fields its task parses out of it."""
     fields = {k: v for k, v in text_proc.parse_output(task, text).items() if k in _FIELDS}
     return TaskOutput(task=task, lang=lang, text=text, token_ids=list(token_ids), **fields)
+
+
+def _llm_frame_needs(positions: Sequence[int]) -> dict[int, set[bool]]:
+    """Tracked position -> how the LLM reads it (``True``: as the first LLM frame, at the image shuffle;
+    ``False``: at the frame shuffle). A short video repeats frames, so one position can need both."""
+    needs: dict[int, set[bool]] = {}
+    for i, p in enumerate(positions):
+        needs.setdefault(int(p), set()).add(i == 0)
+    return needs
 
 
 def _clip_length(clip: int | float | str, fps: float | None) -> int:

@@ -179,15 +179,25 @@ class PamLanguageModel(nn.Module):
             frame_ids = list(range(len(frames)))
         if not (len(frames) == len(first_flags) == len(frame_ids)):
             raise ValueError("frames, first_flags and frame_ids must have the same length")
-        pcfg = self.config.perceiver
-        projected = []
-        for (embed, tokens), first, fid in zip(frames, first_flags, frame_ids):
-            if embed.shape[0] != 1 or tokens.shape[0] != 1:
-                raise ValueError("video frames are processed one region at a time (batch dimension 1)")
-            shuffle = pcfg.image_shuffle if first else pcfg.frame_shuffle
-            img, sem = self._frame_tokens(embed, tokens, shuffle, int(fid))
-            projected.append((img[0], sem[0]))
+        projected = [self.video_frame_tokens(embed, tokens, first, int(fid))
+                     for (embed, tokens), first, fid in zip(frames, first_flags, frame_ids)]
         return self.assemble_block(projected, video=True)
+
+    def video_frame_tokens(self, mid_image_embed: Tensor, mid_mask_tokens: Tensor, first: bool, frame_id: int = 0
+                           ) -> tuple[Tensor, Tensor]:
+        """Projected ``(image tokens (N_f, H), sem tokens (S, H))`` of one LLM frame of a video.
+
+        ``mid_image_embed`` (1, C, F, F), ``mid_mask_tokens`` (1, 2, C). ``first``: the image shuffle
+        (1/2, 1024 tokens for F=64) instead of the frame shuffle (1/4 + ``proj``). Frames are
+        independent up to here, so a tracker can turn each LLM frame into these tokens as soon as it
+        is tracked and keep them instead of its (C, F, F) SAM features (4 MB per frame at 1024 px).
+        """
+        if mid_image_embed.shape[0] != 1 or mid_mask_tokens.shape[0] != 1:
+            raise ValueError("video frames are processed one region at a time (batch dimension 1)")
+        pcfg = self.config.perceiver
+        img, sem = self._frame_tokens(mid_image_embed, mid_mask_tokens,
+                                      pcfg.image_shuffle if first else pcfg.frame_shuffle, frame_id)
+        return img[0], sem[0]
 
     # ------------------------------------------------------------------ splicing
     def build_inputs_embeds(
