@@ -173,6 +173,36 @@ def test_segment_without_high_res_logits_gives_the_same_masks(embedded):
     assert low.select(1).high_res_logits is None and "high_res_mask_logits" not in low.fixture_tensors()
 
 
+def test_inference_encoder_folds_the_high_res_fpn_laterals_into_conv_s0_s1(embedded):
+    """Inference in float32 computes conv_s(lateral(x)) as one linear map: the same features as the
+    two 1x1 convolutions (to float32 rounding), the stride-16 level untouched; training and other
+    dtypes keep the two-step path, and a changed weight is picked up."""
+    seg = embedded.model.segmenter
+    s = seg.config.image_size
+    x = torch.rand(2, 3, s, s, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fused = seg.encode_image(x)
+        assert seg._fused_high_res() is not None
+    with torch.no_grad():
+        enc = seg.sam.vision_encoder(x, return_dict=True)
+        level0, level1, level2 = enc.fpn_hidden_states
+        conv_s0, conv_s1 = seg.sam.mask_decoder.conv_s0, seg.sam.mask_decoder.conv_s1
+        torch.testing.assert_close(fused.feat_s0, conv_s0(level0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused.feat_s1, conv_s1(level1), rtol=1e-5, atol=1e-5)
+        assert torch.equal(fused.image_embed, level2) and torch.equal(fused.image_pos, enc.fpn_position_encoding[2])
+        assert fused.feat_s0.shape == conv_s0(level0).shape and fused.feat_s0.is_contiguous()
+    with torch.enable_grad():
+        assert seg._fused_high_res() is None  # training: gradients reach the FPN and decoder convs apart
+    try:
+        with torch.no_grad():
+            conv_s0.bias.add_(1.0)  # a changed weight (say a training step) re-folds
+        with torch.inference_mode():
+            assert torch.allclose(seg.encode_image(x).feat_s0, fused.feat_s0 + 1.0, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            conv_s0.bias.sub_(1.0)
+
+
 @pytest.mark.parametrize("frames,pointers", [(1, 0), (3, 8), (0, 0)])
 def test_memory_rope_attention_computes_what_transformers_computes(embedded, frames, pointers):
     """Our memory-attention RoPE attention (broadcast tables, in-place keys) against transformers' own."""

@@ -107,11 +107,20 @@ class _OfficialFpnNeck(Sam2VisionNeck):
     # ``PamSegmenter`` reads only the stride-16 PE: the stride-4 table alone is 64 MB at 1024 px.
     pe_levels: frozenset[int] | None = None
 
-    def forward(self, hidden_states):
+    def forward(self, hidden_states, skip_levels: frozenset[int] = frozenset()):
+        """``skip_levels``: levels without a top-down input whose output the caller computes itself
+        (returned as None; see ``PamSegmenter._fused_high_res``)."""
         outs, poss = (), ()
         n = len(self.convs) - 1
         prev = None
         for i in range(n, -1, -1):
+            if i in skip_levels:
+                if i in self.fpn_top_down_levels or (i - 1) in self.fpn_top_down_levels:
+                    raise ValueError(f"FPN level {i} takes part in the top-down path and cannot be skipped")
+                prev = None
+                outs += (None,)
+                poss += (None,)
+                continue
             conv = self.convs[n - i]
             lateral = conv(hidden_states[i].permute(0, 3, 1, 2).to(conv.weight.dtype))
             if i in self.fpn_top_down_levels and prev is not None:
@@ -195,16 +204,24 @@ class _MemoryRoPEAttention(Sam2VideoRoPEAttention):
         if n_rot > 0:
             k_rot = k[..., :n_rot, :]
             n_q = q.shape[-2]
-            if self.rope_k_repeat and n_rot != n_q:
-                # keys of r memory frames, frame-major: every frame reads the same spatial table
-                r = n_rot // n_q
-                rotated = _rope(k_rot.reshape(*k_rot.shape[:-2], r, n_q, k_rot.shape[-1]), cos.unsqueeze(-3),
-                                sin.unsqueeze(-3)).reshape(k_rot.shape)
+            if not torch.is_grad_enabled() and self.rope_k_repeat and n_rot % n_q == 0:
+                # inference: one memory frame at a time, written back in place (the same elementwise
+                # operations; the rotation's two temporaries are one frame's keys, not all of them:
+                # 58 MB less at 1024 px with 7 memory frames)
+                for start in range(0, n_rot, n_q):
+                    part = k[..., start: start + n_q, :]
+                    part.copy_(_rope(part, cos, sin))
             else:
-                rotated = _rope(k_rot, cos, sin)
-            if torch.is_grad_enabled():  # training: the projection output is read by the rotation's backward
-                k = k.clone()
-            k[..., :n_rot, :] = rotated.type_as(k)
+                if self.rope_k_repeat and n_rot != n_q:
+                    # keys of r memory frames, frame-major: every frame reads the same spatial table
+                    r = n_rot // n_q
+                    rotated = _rope(k_rot.reshape(*k_rot.shape[:-2], r, n_q, k_rot.shape[-1]), cos.unsqueeze(-3),
+                                    sin.unsqueeze(-3)).reshape(k_rot.shape)
+                else:
+                    rotated = _rope(k_rot, cos, sin)
+                if torch.is_grad_enabled():  # training: the projection output is read by the rotation's backward
+                    k = k.clone()
+                k[..., :n_rot, :] = rotated.type_as(k)
         dropout = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scaling)
         out = out.transpose(1, 2).reshape(b, pb, -1, self.num_attention_heads * self.head_dim)
@@ -526,15 +543,57 @@ class PamSegmenter(nn.Module):
         s = self.config.image_size
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (3, s, s):
             raise ValueError(f"pixel_values must be (B, 3, {s}, {s}); got {tuple(pixel_values.shape)}")
-        out = self.sam.vision_encoder(pixel_values.to(device=self.device, dtype=self.dtype), return_dict=True)
-        level0, level1, level2 = out.fpn_hidden_states
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        fused = self._fused_high_res()
+        if fused is None:
+            out = self.sam.vision_encoder(pixel_values, return_dict=True)
+            level0, level1, level2 = out.fpn_hidden_states
+            decoder = self.sam.mask_decoder
+            return ImageFeatures(
+                image_embed=level2,
+                image_pos=out.fpn_position_encoding[2],
+                feat_s0=decoder.conv_s0(level0),
+                feat_s1=decoder.conv_s1(level1),
+            )
+        encoder = self.sam.vision_encoder
+        stages = encoder.backbone(pixel_values).intermediate_hidden_states  # (B, H, W, C) per stage
+        levels, pos = encoder.neck(stages, skip_levels=frozenset(fused))
+        first = len(levels) - encoder.num_feature_levels  # the neck's output order is low to high resolution
+        level2, pos2 = levels[first], pos[first]
+        s0, s1 = (F.linear(stages[i], *fused[i]).permute(0, 3, 1, 2).contiguous() for i in (0, 1))
+        return ImageFeatures(image_embed=level2, image_pos=pos2, feat_s0=s0, feat_s1=s1)
+
+    def _fused_high_res(self) -> dict[int, tuple[Tensor, Tensor]] | None:
+        """Stride-4/8 FPN laterals folded into ``conv_s0``/``conv_s1`` for inference in float32.
+
+        Those two levels have no top-down input (``fpn_top_down_levels`` are the low-resolution
+        ones) and are read only through the decoder's 1x1 ``conv_s0``/``conv_s1``, so each pair of
+        1x1 convolutions is one linear map of the trunk's channels-last stage output: W = W_s W_fpn,
+        b = W_s b_fpn + b_s (products in float64). At 1024 px this skips the 256-channel stride-4
+        map (64 MB) and its 1x1 convolution; the result is the same up to float32 rounding (~1e-7
+        relative). ``None`` (the two-step official path) while training, in other dtypes, or for a
+        neck whose convolutions are not 1x1.
+        """
+        if torch.is_grad_enabled() or self.dtype != torch.float32:
+            return None
+        neck = self.sam.vision_encoder.neck
         decoder = self.sam.mask_decoder
-        return ImageFeatures(
-            image_embed=level2,
-            image_pos=out.fpn_position_encoding[2],
-            feat_s0=decoder.conv_s0(level0),
-            feat_s1=decoder.conv_s1(level1),
-        )
+        n = len(neck.convs) - 1
+        pairs = {0: (neck.convs[n], decoder.conv_s0), 1: (neck.convs[n - 1], decoder.conv_s1)}
+        convs = [c for pair in pairs.values() for c in pair]
+        if any(c.kernel_size != (1, 1) or c.stride != (1, 1) or c.padding not in ((0, 0), "valid") or c.bias is None
+               for c in convs) or {0, 1} & set(neck.fpn_top_down_levels):
+            return None
+        key = tuple((c.weight.data_ptr(), c.weight._version, c.bias._version, c.weight.device) for c in convs)
+        cached = self.__dict__.get("_fused_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        fused = {}
+        for level, (lateral, head) in pairs.items():
+            w_l, w_h = lateral.weight.double()[:, :, 0, 0], head.weight.double()[:, :, 0, 0]
+            fused[level] = ((w_h @ w_l).float(), (w_h @ lateral.bias.double() + head.bias.double()).float())
+        self.__dict__["_fused_cache"] = (key, fused)
+        return fused
 
     # -- prompt encoder ------------------------------------------------------------------------
 
