@@ -63,3 +63,23 @@ def test_compile_decode_measures_eager_and_compiled_decoding(tmp_path):
     assert row["eager_step_ms"] > 0 and row["compiled_step_ms"] > 0
     assert row["first_compiled_generate_s"] >= row["compiled_generate_s"]
     assert row["same_tokens"] is True
+
+
+def test_mask_prompt_probe_runs_each_mode_and_the_silhouette_reaches_the_heads(tmp_path):
+    results = {}
+    for mode in ("control", "pred", "gt"):
+        out = tmp_path / f"{mode}.json"
+        proc = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "mask_prompt_probe.py"), "--mode", mode, "--steps", "1",
+             "--eval-every", "1", "--out", str(out)],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[mode] = json.loads(out.read_text())
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == results[mode]
+        assert [c["step"] for c in results[mode]["curve"]] == [0, 1]
+        for point in results[mode]["curve"]:
+            assert all(0.0 <= point[k] <= 1.0 for k in ("shape", "colour", "mask_iou"))
+    # before any training the dense prompt is the only difference: the ground-truth silhouette
+    # changes (and improves) the shipped model's masks, so it does reach the heads
+    before = {mode: r["curve"][0] for mode, r in results.items()}
+    assert before["gt"]["mask_iou"] != before["control"]["mask_iou"]
