@@ -36,6 +36,22 @@ def test_many_regions_in_one_call_match_one_by_one(tiny_pam, scene):
         assert [o.token_ids for o in alone.outputs] == [o.token_ids for o in r.outputs]
 
 
+def test_regions_in_small_batches_give_what_one_batch_gives(tiny_pam, scene):
+    """region_batch only bounds how many regions share the heads and the perceiver at a time."""
+    img = Image.fromarray(scene.image)
+    regions = [box(*b) for b in _boxes(scene)] + [points([[40, 50]], [1]), mask(scene.objects[0].mask)]
+    together = tiny_pam.perceive(img, regions, task="label", region_batch=len(regions))
+    for batch in (1, 2, 4):
+        res = tiny_pam.perceive(img, regions, task="label", region_batch=batch)
+        assert [r.prompt["kind"] for r in res] == [r.prompt["kind"] for r in together]
+        for a, b in zip(res, together):
+            assert np.array_equal(a.mask, b.mask) and abs(a.object_score - b.object_score) < 1e-5
+            assert a.outputs[0].token_ids == b.outputs[0].token_ids
+        assert res.timings.segment > 0 and res.timings.perceive > 0
+    seg_only = tiny_pam.segment(img, regions)
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(seg_only, together))
+
+
 def test_encode_once_reuse_and_streaming_callback(tiny_pam, scene):
     enc = tiny_pam.encode(scene.image)
     pieces = []
@@ -80,6 +96,7 @@ def test_bfloat16_runs_on_cpu(tiny_pam_dir, scene):
         (dict(regions=[[0, 0, 20, 20]], task="video_caption"), ValueError, "video task"),
         (dict(regions=[[0, 0, 20, 20]], task="question"), ValueError, "needs question"),
         (dict(regions=[[0, 0, 20, 20]], preset="creative"), ValueError, "unknown generation preset"),
+        (dict(regions=[[0, 0, 20, 20]], region_batch=0), ValueError, "region_batch must be at least 1"),
     ],
 )
 def test_bad_input_is_named(tiny_pam, scene, kwargs, error, message):

@@ -313,7 +313,7 @@ def describe_everything(
     has ``prompt={"points": [[x, y]], "labels": [1]}`` (the grid click that produced it), ``iou``
     (predicted IoU), ``stability_score``, ``area`` and ``bbox``.
     """
-    from .predictor import _task_output
+    from .predictor import REGION_BATCH, _task_output
 
     t_start = time.perf_counter()
     task_list = [tasks] if isinstance(tasks, str) else list(tasks)
@@ -336,8 +336,9 @@ def describe_everything(
     if props and task_list:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            blocks = pam.model.language.image_visual_block(
-                torch.cat([p.mid_image_embed for p in props]), torch.cat([p.mid_mask_tokens for p in props]))
+            chunks = [props[i : i + REGION_BATCH] for i in range(0, len(props), REGION_BATCH)]
+            blocks = torch.cat([pam.model.language.image_visual_block(
+                torch.cat([p.mid_image_embed for p in c]), torch.cat([p.mid_mask_tokens for p in c])) for c in chunks])
         timings.perceive = time.perf_counter() - t0
         t0 = time.perf_counter()
         with torch.inference_mode():

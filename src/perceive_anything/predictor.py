@@ -51,6 +51,14 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
+# Regions that go through the SAM heads and the perceiver together. Their temporaries grow with the
+# batch (a (R, 4096, 256) map per step of the two-way transformers at 1024 px) and their matrix
+# products are already large for one region: 16 boxes on the parity fixture, one core, took
+# 2.6-2.9 s with batches of 1, 2 or 4 regions, 3.4-3.8 s with 8 or 16, peak RSS 750-830 MB vs
+# 880-1,150 MB (docs/speed.md).
+REGION_BATCH = 4
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -196,6 +204,7 @@ class PerceiveAnything:
         on_token: TokenCallback | None = None,
         return_mask_logits: bool = False,
         max_batch: int = 32,
+        region_batch: int = REGION_BATCH,
         **generation_overrides: Any,
     ) -> ImageResult:
         """Segment and describe ``regions`` of ``image``.
@@ -210,9 +219,14 @@ class PerceiveAnything:
             question: the free question for ``task="question"``.
             on_token: streaming callback ``(region_index, task, text_piece)``.
             return_mask_logits: keep float logits at image size in each result (memory heavy).
+            max_batch: LLM rows (region x task) per generate call.
+            region_batch: regions through the SAM heads and the perceiver at a time (their
+                temporaries grow with the batch; larger batches were not faster on a CPU).
             **generation_overrides: e.g. ``max_new_tokens=64``, ``temperature=0.1``, ``seed=0``.
         """
         t_start = time.perf_counter()
+        if int(region_batch) < 1:
+            raise ValueError(f"region_batch must be at least 1, got {region_batch}")
         tasks = [task] if isinstance(task, str) else list(task)
         if not tasks:
             raise ValueError("task list is empty; choose from " + ", ".join(IMAGE_TASKS))
@@ -226,14 +240,20 @@ class PerceiveAnything:
         parsed = parse_regions(regions, enc.width, enc.height)
         timings = Timings(encode=enc.seconds)
 
-        t0 = time.perf_counter()
-        seg = self._segment(enc, parsed)
-        timings.segment = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        lang_model = self.model.language
-        blocks = lang_model.image_visual_block(seg.mid_image_embed, seg.mid_mask_tokens)  # (R, Nv, H)
-        timings.perceive = time.perf_counter() - t0
+        # a few regions at a time through the heads and the perceiver; only their masks, scores and
+        # visual blocks are kept (not the 4 MB of SAM features per region at 1024 px)
+        parts, block_parts = [], []
+        timings.segment = timings.perceive = 0.0
+        for start in range(0, len(parsed), int(region_batch)):
+            t0 = time.perf_counter()
+            part = self._segment(enc, parsed[start : start + int(region_batch)])
+            t1 = time.perf_counter()
+            block_parts.append(self.model.language.image_visual_block(part.mid_image_embed, part.mid_mask_tokens))
+            timings.segment += t1 - t0
+            timings.perceive += time.perf_counter() - t1
+            parts.append(part.without_features())
+        seg = _Segments.join(parts)
+        blocks = torch.cat(block_parts) if len(block_parts) > 1 else block_parts[0]  # (R, Nv, H)
 
         t0 = time.perf_counter()
         texts = self._generate_texts(blocks, tasks, prompts, settings, on_token, max_batch)
@@ -259,7 +279,8 @@ class PerceiveAnything:
         parsed = parse_regions(regions, enc.width, enc.height)
         timings = Timings(encode=enc.seconds)
         t0 = time.perf_counter()
-        seg = self._segment(enc, parsed)
+        seg = _Segments.join([self._segment(enc, parsed[i : i + REGION_BATCH]).without_features()
+                              for i in range(0, len(parsed), REGION_BATCH)])
         results = self._region_results(enc, parsed, seg, [[] for _ in parsed], return_mask_logits)
         timings.segment = time.perf_counter() - t0
         timings.total = time.perf_counter() - t_start
@@ -759,8 +780,25 @@ class _Segments:
     low_res_logits: torch.Tensor
     object_score_logits: torch.Tensor
     iou_pred: torch.Tensor
-    mid_image_embed: torch.Tensor
-    mid_mask_tokens: torch.Tensor
+    mid_image_embed: torch.Tensor | None
+    mid_mask_tokens: torch.Tensor | None
+
+    def without_features(self) -> "_Segments":
+        """The masks and scores only (what the results need once the perceiver has run)."""
+        return _Segments(self.low_res_logits, self.object_score_logits, self.iou_pred, None, None)
+
+    @staticmethod
+    def join(parts: Sequence["_Segments"]) -> "_Segments":
+        """Regions of consecutive batches, in order (masks and scores; features only if all have them)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(attr):
+            values = [getattr(p, attr) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
+        return _Segments(*(cat(a) for a in ("low_res_logits", "object_score_logits", "iou_pred",
+                                             "mid_image_embed", "mid_mask_tokens")))
 
 
 def _gather_segments(parts) -> _Segments:
