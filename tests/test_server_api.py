@@ -8,6 +8,7 @@ import io
 import json
 import re
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -289,20 +290,34 @@ def test_full_queue_is_429_with_retry_after(pam_server, client, video):
 
 
 def test_client_that_leaves_has_its_queued_work_dropped(pam_server, client, video, image_id):
-    """While a 12-clip stream holds the worker, a request queued behind it whose client gives up is
-    dropped from the queue: it never runs."""
+    """While 12-clip streams hold the worker, a request queued behind them whose client gives up is
+    dropped from the queue: it never runs. (Two streams, so that the worker stays busy well past the
+    client's 0.5 s: one stream of the tiny model takes ~0.6 s.)"""
     info, truth, _ = video
     before = pam_server.health()["queue"]
     body = {"video_id": info["video_id"], "region": {"box": [float(v) for v in truth.objects[0].boxes[0]]},
             "clip": 1, "max_new_tokens": TOKENS}
+    second: list[str] = []
+
+    def queued_stream():
+        with httpx.stream("POST", pam_server.url + "/v1/stream", json=body, timeout=120) as r:
+            r.read()
+            second.append(r.text)
+
     with client.stream("POST", "/v1/stream", json=body) as stream:
         lines = stream.iter_lines()
         assert next(lines) == "event: caption"  # the worker is now busy with this stream
+        waiting = threading.Thread(target=queued_stream)
+        waiting.start()
+        while pam_server.health()["queue"]["pending"] < 1:  # the second stream is queued
+            time.sleep(0.01)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(pam_server.url + "/v1/segment", json={"image_id": image_id, "regions": [{"box": [0, 0, 9, 9]}]},
                        timeout=httpx.Timeout(30, read=0.5))
         rest = "event: caption\n" + "\n".join(lines)
+    waiting.join()
     assert [e for e, _ in parse_sse(rest)].count("caption") == 12
+    assert [e for e, _ in parse_sse(second[0])].count("caption") == 12
     after = pam_server.health()["queue"]
     assert after["dropped"] == before["dropped"] + 1
-    assert after["done"] == before["done"] + 1  # only the stream ran
+    assert after["done"] == before["done"] + 2  # only the streams ran
