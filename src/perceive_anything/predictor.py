@@ -227,6 +227,7 @@ class PerceiveAnything:
         t_start = time.perf_counter()
         if int(region_batch) < 1:
             raise ValueError(f"region_batch must be at least 1, got {region_batch}")
+        region_batch = int(region_batch)
         tasks = [task] if isinstance(task, str) else list(task)
         if not tasks:
             raise ValueError("task list is empty; choose from " + ", ".join(IMAGE_TASKS))
@@ -244,9 +245,9 @@ class PerceiveAnything:
         # visual blocks are kept (not the 4 MB of SAM features per region at 1024 px)
         parts, block_parts = [], []
         timings.segment = timings.perceive = 0.0
-        for start in range(0, len(parsed), int(region_batch)):
+        for start in range(0, len(parsed), region_batch):
             t0 = time.perf_counter()
-            part = self._segment(enc, parsed[start : start + int(region_batch)])
+            part = self._segment(enc, parsed[start : start + region_batch])
             t1 = time.perf_counter()
             block_parts.append(self.model.language.image_visual_block(part.mid_image_embed, part.mid_mask_tokens))
             timings.segment += t1 - t0
@@ -789,16 +790,9 @@ class _Segments:
 
     @staticmethod
     def join(parts: Sequence["_Segments"]) -> "_Segments":
-        """Regions of consecutive batches, in order (masks and scores; features only if all have them)."""
-        if len(parts) == 1:
-            return parts[0]
-
-        def cat(attr):
-            values = [getattr(p, attr) for p in parts]
-            return None if any(v is None for v in values) else torch.cat(values)
-
-        return _Segments(*(cat(a) for a in ("low_res_logits", "object_score_logits", "iou_pred",
-                                             "mid_image_embed", "mid_mask_tokens")))
+        """The masks and scores of consecutive region batches, in order (no features)."""
+        return _Segments(*(torch.cat([getattr(p, a) for p in parts])
+                           for a in ("low_res_logits", "object_score_logits", "iou_pred")), None, None)
 
 
 def _gather_segments(parts) -> _Segments:
